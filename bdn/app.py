@@ -1,0 +1,45 @@
+"""`make_app(config)`: the only wiring point. Builds the sources, disk tier and cache for one app.
+
+Resources open when the app starts and close, in reverse order, when it stops (aiohttp's
+cleanup context), so tests build real apps from real `Config` objects on real ports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from bdn.cache import ObjectCache
+from bdn.config import Config
+from bdn.errors import error_middleware
+from bdn.requestlog import access_log_middleware
+from bdn.routes import CACHE_KEY, CONFIG_KEY, add_routes
+from bdn.sources import make_source
+from bdn.tiers.disk import DiskTier
+
+MAX_HEADER_BYTES = 16 * 1024
+
+
+def make_app(config: Config) -> web.Application:
+    app = web.Application(
+        middlewares=[access_log_middleware, error_middleware],
+        handler_args={"max_line_size": MAX_HEADER_BYTES, "max_field_size": MAX_HEADER_BYTES},
+    )
+    app[CONFIG_KEY] = config
+    app.cleanup_ctx.append(_cache_context)
+    add_routes(app)
+    return app
+
+
+async def _cache_context(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG_KEY]
+    disk = await DiskTier.open(config.cache.dir, config.cache.disk_bytes)
+    sources = {name: make_source(source, config.upstream) for name, source in config.sources.items()}
+    cache = ObjectCache(sources, disk, config.cache.chunk_bytes, config.cache.metadata_ttl)
+    app[CACHE_KEY] = cache
+    try:
+        yield
+    finally:
+        await cache.close()
+        await disk.close()

@@ -1,0 +1,58 @@
+"""Command line: `bdn serve [--config FILE] [--listen HOST:PORT]` (also `python -m bdn serve`).
+
+The config file comes from `--config`, else `$BDN_CONFIG`, else the embedded defaults. A bad
+config stops start-up with one line naming the key, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import sys
+
+from bdn import __version__
+from bdn.config import Config, ConfigError, load, parse_listen
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bdn", description="Node-local cache for ML model weights.")
+    parser.add_argument("--version", action="version", version=f"bdn {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the cache daemon")
+    serve.add_argument("--config", help="YAML config file (default: $BDN_CONFIG, else built-in defaults)")
+    serve.add_argument("--listen", help="HOST:PORT to listen on (overrides the config)")
+    return parser
+
+
+def load_config(path: str | None, listen: str | None) -> Config:
+    config = load(path or os.environ.get("BDN_CONFIG") or None)
+    if listen is not None:
+        host, port = parse_listen("--listen", listen)
+        config = dataclasses.replace(config, listen_host=host, listen_port=port)
+    return config
+
+
+def _run(config: Config) -> None:
+    from bdn.server import serve
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a pinned dependency
+        asyncio.run(serve(config))
+        return
+    uvloop.run(serve(config))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config, args.listen)
+    except ConfigError as exc:
+        print(f"bdn: config error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _run(config)
+    return 0

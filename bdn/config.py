@@ -1,0 +1,277 @@
+"""The one typed configuration object: parsed from YAML, validated once at start, errors name the key.
+
+Every default and unit lives here. Sizes accept `16MiB`, `500GiB`, `4096`; durations accept
+`60s`, `5m`, `1h`, `250ms`. Any unknown or malformed key raises `ConfigError` whose message
+starts with the dotted key, e.g. `cache.chunk_bytes: expected a size like 16MiB, got 'big'`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+DEFAULT_PORT = 8080
+RESERVED_NAMES = frozenset({"healthz", "readyz", "metrics", "v1", "_peer", "_bdn", "storage", "download"})
+_SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class ConfigError(ValueError):
+    """A configuration value that bdn cannot start with; the message names the key."""
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """`cache:`: where and how much the node caches."""
+
+    dir: Path = Path("./var/cache")  # disk tier root (a node's NVMe)
+    disk_bytes: int = 100 * 2**30  # disk budget; least-recently-used chunks are evicted past it
+    ram_bytes: int = 1 * 2**30  # RAM tier budget
+    chunk_bytes: int = 16 * 2**20  # unit of fill, caching and coalescing
+    metadata_ttl: float = 60.0  # seconds an object's size/ETag is trusted before one revalidating HEAD
+    fill_concurrency: int = 4  # chunks of one read fetched from upstream at once (read-ahead)
+    sendfile: bool = True  # send disk bytes with the kernel's sendfile; false reads them in a thread
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """`upstream:`: how bdn talks to every source."""
+
+    connect_timeout: float = 10.0  # seconds to open a connection
+    read_timeout: float = 30.0  # seconds without a byte before an upstream read fails
+
+
+@dataclass(frozen=True)
+class S3SourceConfig:
+    """`{type: s3}`: Amazon S3 or any S3-compatible store (R2: `endpoint_url` + region `auto`)."""
+
+    type: Literal["s3"] = "s3"
+    region: str | None = None
+    endpoint_url: str | None = None
+    anonymous: bool = False  # unsigned requests (public buckets); otherwise the standard AWS chain
+
+
+@dataclass(frozen=True)
+class HttpSourceConfig:
+    """`{type: http}`: a fixed HTTP(S) origin that serves Range; only `base_url` is ever fetched."""
+
+    base_url: str
+    type: Literal["http"] = "http"
+
+
+SourceConfig = S3SourceConfig | HttpSourceConfig
+_SOURCE_TYPES: dict[str, type[S3SourceConfig] | type[HttpSourceConfig]] = {
+    "s3": S3SourceConfig,
+    "http": HttpSourceConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole daemon configuration."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = DEFAULT_PORT
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+    log_level: str = "info"
+
+
+DEFAULT_YAML = """\
+listen: 127.0.0.1:8080
+cache:
+  dir: ./var/cache
+  disk_bytes: 100GiB
+  ram_bytes: 1GiB
+  chunk_bytes: 16MiB
+  metadata_ttl: 60s
+sources:
+  s3: {type: s3, region: us-east-1, anonymous: true}
+"""
+
+
+def parse_size(key: str, value: object) -> int:
+    """`16MiB` → 16777216; a bare integer is bytes."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a size like 16MiB, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(f"{key}: must not be negative, got {value}")
+        return value
+    match = _SIZE.match(str(value)) if isinstance(value, str) else None
+    if not match:
+        raise ConfigError(f"{key}: expected a size like 16MiB, got {value!r}")
+    return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "").lower()]
+
+
+def parse_duration(key: str, value: object) -> float:
+    """`60s` → 60.0; a bare number is seconds."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: expected a duration like 60s, got {value!r}")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ConfigError(f"{key}: must not be negative, got {value}")
+        return float(value)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ConfigError(f"{key}: expected a duration like 60s or 250ms, got {value!r}")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2) or ""]
+
+
+def parse_listen(key: str, value: object) -> tuple[str, int]:
+    """`0.0.0.0:8080` → ("0.0.0.0", 8080); `[::]:8080` for IPv6."""
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{key}: expected HOST:PORT, got {value!r}")
+    host, _, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{key}: expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def _mapping(key: str, value: object) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _reject_unknown(key: str, raw: Mapping[str, Any], known: set[str]) -> None:
+    for name in raw:
+        if name not in known:
+            prefix = f"{key}." if key else ""
+            raise ConfigError(f"{prefix}{name}: unknown key (known: {', '.join(sorted(known))})")
+
+
+def _string(key: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _boolean(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _positive(key: str, value: int) -> int:
+    if value <= 0:
+        raise ConfigError(f"{key}: must be greater than zero")
+    return value
+
+
+def _url(key: str, value: object) -> str:
+    text = _string(key, value)
+    if not re.match(r"^https?://[^/\s]+", text):
+        raise ConfigError(f"{key}: expected an http:// or https:// URL, got {value!r}")
+    return text.rstrip("/")
+
+
+def _parse_cache(raw: Mapping[str, Any]) -> CacheConfig:
+    defaults = CacheConfig()
+    _reject_unknown("cache", raw, set(CacheConfig.__dataclass_fields__))
+    chunk = _positive("cache.chunk_bytes", parse_size("cache.chunk_bytes", raw.get("chunk_bytes", defaults.chunk_bytes)))
+    disk = parse_size("cache.disk_bytes", raw.get("disk_bytes", defaults.disk_bytes))
+    if disk < chunk:
+        raise ConfigError(f"cache.disk_bytes: must hold at least one chunk ({chunk} bytes)")
+    return CacheConfig(
+        dir=Path(_string("cache.dir", str(raw.get("dir", defaults.dir)))),
+        disk_bytes=disk,
+        ram_bytes=parse_size("cache.ram_bytes", raw.get("ram_bytes", defaults.ram_bytes)),
+        chunk_bytes=chunk,
+        metadata_ttl=parse_duration("cache.metadata_ttl", raw.get("metadata_ttl", defaults.metadata_ttl)),
+        fill_concurrency=_positive("cache.fill_concurrency", _integer("cache.fill_concurrency", raw.get("fill_concurrency", defaults.fill_concurrency))),
+        sendfile=_boolean("cache.sendfile", raw.get("sendfile", defaults.sendfile)),
+    )
+
+
+def _integer(key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    return value
+
+
+def _parse_upstream(raw: Mapping[str, Any]) -> UpstreamConfig:
+    defaults = UpstreamConfig()
+    _reject_unknown("upstream", raw, set(UpstreamConfig.__dataclass_fields__))
+    return UpstreamConfig(
+        connect_timeout=parse_duration("upstream.connect_timeout", raw.get("connect_timeout", defaults.connect_timeout)),
+        read_timeout=parse_duration("upstream.read_timeout", raw.get("read_timeout", defaults.read_timeout)),
+    )
+
+
+def _parse_source(key: str, raw: Mapping[str, Any]) -> SourceConfig:
+    kind = raw.get("type")
+    if kind not in _SOURCE_TYPES:
+        raise ConfigError(f"{key}.type: expected one of {', '.join(sorted(_SOURCE_TYPES))}, got {kind!r}")
+    _reject_unknown(key, raw, set(_SOURCE_TYPES[kind].__dataclass_fields__))
+    if kind == "http":
+        return HttpSourceConfig(base_url=_url(f"{key}.base_url", raw.get("base_url")))
+    region = raw.get("region")
+    endpoint = raw.get("endpoint_url")
+    return S3SourceConfig(
+        region=None if region is None else _string(f"{key}.region", region),
+        endpoint_url=None if endpoint is None else _url(f"{key}.endpoint_url", endpoint),
+        anonymous=_boolean(f"{key}.anonymous", raw.get("anonymous", False)),
+    )
+
+
+def _parse_sources(raw: Mapping[str, Any]) -> dict[str, SourceConfig]:
+    sources: dict[str, SourceConfig] = {}
+    for name, body in raw.items():
+        key = f"sources.{name}"
+        if not isinstance(name, str) or not _SOURCE_NAME.match(name) or name in RESERVED_NAMES:
+            raise ConfigError(f"{key}: a source name is lowercase letters, digits, '-' or '_', and not one of {', '.join(sorted(RESERVED_NAMES))}")
+        sources[name] = _parse_source(key, _mapping(key, body))
+    return sources
+
+
+def from_mapping(raw: object) -> Config:
+    """Validate a parsed YAML document into a `Config`."""
+    top = _mapping("(top level)", raw)
+    _reject_unknown("", top, {"listen", "cache", "upstream", "sources", "log_level"})
+    host, port = parse_listen("listen", top.get("listen", f"127.0.0.1:{DEFAULT_PORT}"))
+    log_level = top.get("log_level", "info")
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log_level: expected debug, info, warning or error, got {log_level!r}")
+    return Config(
+        listen_host=host,
+        listen_port=port,
+        cache=_parse_cache(_mapping("cache", top.get("cache"))),
+        upstream=_parse_upstream(_mapping("upstream", top.get("upstream"))),
+        sources=_parse_sources(_mapping("sources", top.get("sources"))),
+        log_level=log_level,
+    )
+
+
+def from_yaml(text: str) -> Config:
+    """Parse and validate YAML text."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"(file): not valid YAML: {str(exc).splitlines()[0]}") from None
+    return from_mapping(raw)
+
+
+def load(path: str | os.PathLike[str] | None) -> Config:
+    """Load the file at `path`, or the embedded defaults when `path` is None."""
+    if path is None:
+        return from_yaml(DEFAULT_YAML)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"(file): cannot read {path}: {exc.strerror}") from None
+    return from_yaml(text)

@@ -1,0 +1,147 @@
+"""Chunk fills: one upstream read of one chunk, written to a temp file and shared by every reader.
+
+The chunk model: an object version is cut into fixed `chunk_bytes` chunks; a request covers a
+run of them and only the chunks it covers are ever fetched. A fill streams its chunk from the
+source into a file under `tmp/`, and readers follow it through that file: each reader holds
+its own fd (a dup taken when it attaches) and is woken, never polled, whenever bytes land, so
+it can send [its position, bytes written) with sendfile. Nothing of the payload is held in
+Python memory, and a slow reader only slows itself.
+
+A fill runs as its own task: a reader that disconnects never cancels it. An upstream that
+drops mid-body is resumed from the last byte written with a ranged read (bounded retries with
+backoff); on any other error, or when retries run out, the temp file is deleted, nothing is
+committed, and every reader sees the error. Only a complete chunk of the right length is
+committed to the disk tier, and the fill leaves the registry only after that commit, so there
+is no moment in which a chunk is neither in flight nor on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from bdn.errors import BdnError, UpstreamError, UpstreamUnreachable, VersionChanged
+from bdn.objects import ObjectInfo
+from bdn.sources import Source
+from bdn.tiers.disk import DiskTier
+
+log = logging.getLogger("bdn.fill")
+RESUME_ATTEMPTS = 3
+RESUME_BACKOFF = 0.2  # seconds, doubled on each attempt
+
+
+class ChunkFill:
+    """One chunk being fetched; readers call `attach()` and then `wait_beyond()`."""
+
+    def __init__(self, name: str, size: int, temp: Path, temp_fd: int) -> None:
+        self.name = name
+        self.size = size
+        self.temp = temp
+        self.written = 0
+        self.error: BaseException | None = None
+        self.finished = False
+        self._fd = temp_fd
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def attach(self) -> int:
+        """An fd of the chunk's temp file for one reader, valid after the fill ends; caller closes."""
+        return os.dup(self._fd)
+
+    async def wait_beyond(self, position: int) -> None:
+        """Return once more than `position` bytes are written or the fill has ended; raise its error."""
+        while self.written <= position and not self.finished:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        if self.error is not None and self.written <= position:
+            raise self.error
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _append(self, piece: bytes) -> None:
+        view = memoryview(piece)
+        while view:
+            done = os.pwrite(self._fd, view, self.written)
+            self.written += done
+            view = view[done:]
+        self._wake()
+
+    def _end(self, error: BaseException | None) -> None:
+        self.error = error
+        self.finished = True
+        os.close(self._fd)
+        self._wake()
+
+
+class Fills:
+    """The registry of chunk fills in flight on this node, keyed by chunk name."""
+
+    def __init__(self, disk: DiskTier) -> None:
+        self._disk = disk
+        self._fills: dict[str, ChunkFill] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.started = 0  # fills started since start-up (each is one upstream read)
+
+    def get(self, name: str) -> ChunkFill | None:
+        return self._fills.get(name)
+
+    def start(self, name: str, source: Source, path: str, info: ObjectInfo, start: int, end: int,
+              on_changed: Callable[[], None]) -> ChunkFill:
+        """The fill for chunk `name`: the one in flight, or a new one reading [start, end)."""
+        fill = self._fills.get(name)
+        if fill is not None:
+            return fill
+        temp, fd = self._disk.new_temp()
+        fill = ChunkFill(name, end - start, temp, fd)
+        self._fills[name] = fill
+        self.started += 1
+        task = asyncio.get_running_loop().create_task(self._run(fill, source, path, info, start, on_changed))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return fill
+
+    async def _run(self, fill: ChunkFill, source: Source, path: str,
+                   info: ObjectInfo, start: int, on_changed: Callable[[], None]) -> None:
+        error: BaseException | None = None
+        try:
+            await self._stream(fill, source, path, info, start)
+            await self._disk.commit(fill.temp, fill._fd, fill.name, fill.size)
+        except asyncio.CancelledError:
+            error = UpstreamError("fill cancelled at shutdown")
+        except Exception as exc:  # every failure ends the fill; readers re-raise it
+            error = exc if isinstance(exc, BdnError) else UpstreamError(f"fill failed: {type(exc).__name__}: {exc}")
+            if isinstance(exc, VersionChanged):
+                on_changed()
+            log.warning("fill of %s bytes %d+%d failed: %s", path, start, fill.size, error)
+        finally:
+            if error is not None:
+                self._disk.discard(fill.temp)
+            del self._fills[fill.name]
+            fill._end(error)
+
+    async def _stream(self, fill: ChunkFill, source: Source, path: str, info: ObjectInfo, start: int) -> None:
+        attempt = 0
+        while True:
+            offset = start + fill.written
+            try:
+                async for piece in source.read(path, info, offset, start + fill.size):
+                    fill._append(piece)
+                return
+            except UpstreamUnreachable:
+                attempt += 1
+                if attempt > RESUME_ATTEMPTS:
+                    raise
+                log.info("resuming %s at byte %d (attempt %d)", path, start + fill.written, attempt)
+                await asyncio.sleep(RESUME_BACKOFF * 2 ** (attempt - 1))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,59 @@
+"""What an object is to the cache: a reference (source + path) and the version the upstream reports.
+
+Cache keys are immutable (groupcache's rule): chunk names hash the source, path, ETag and
+VersionId together, so bytes of two versions of one key can never be mixed or confused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One object as a client names it: `/{source}/{path}`; `path` is already decoded and checked."""
+
+    source: str
+    path: str
+
+    @property
+    def key(self) -> str:
+        """The metadata key: stable across versions of the object."""
+        return f"{self.source}\0{self.path}"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One version of an object, as the upstream described it."""
+
+    size: int
+    etag: str  # the upstream's ETag, quoted, byte-identical to what the upstream sent
+    last_modified: str | None = None  # HTTP-date, as sent
+    version_id: str | None = None
+    content_type: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ObjectInfo:
+        return cls(**data)
+
+
+def version_id(ref: ObjectRef, info: ObjectInfo) -> str:
+    """A filesystem-safe name for one version of one object (hex sha256)."""
+    material = "\0".join((ref.source, ref.path, info.etag, info.version_id or "", str(info.size)))
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def chunk_name(version: str, index: int) -> str:
+    """The cache name of chunk `index` of an object version."""
+    return f"{version}.{index}"
+
+
+def chunk_span(index: int, chunk_bytes: int, size: int) -> tuple[int, int]:
+    """Byte offsets [start, end) that chunk `index` covers in an object of `size` bytes."""
+    start = index * chunk_bytes
+    return start, min(start + chunk_bytes, size)

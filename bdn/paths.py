@@ -1,0 +1,44 @@
+"""Pure request-path decoding: `/{source}/{rest}` → (source, decoded rest), refusing path tricks.
+
+Every path is attacker-controlled. The raw request target is split on `/` *before* percent
+decoding, each piece decoded exactly once, and refused (`BadRequest`) when the decoded key holds
+a `..` segment (raw or `%2e%2e`), a NUL, a leading `/`, or bytes that are not UTF-8. Cache file
+names never derive from these strings (they are hashes), so this guards upstream keys, not disk.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote_to_bytes
+
+from bdn.errors import BadRequest
+
+MAX_PATH_BYTES = 4096
+
+
+def _decode(raw: str) -> str:
+    try:
+        return unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("path is not valid UTF-8 after percent-decoding") from None
+
+
+def split_target(raw_target: str) -> tuple[str, str]:
+    """(source, decoded rest) from a raw request target such as `/s3/bucket/a%20b?x=1`."""
+    raw_path = raw_target.split("?", 1)[0].split("#", 1)[0]
+    if len(raw_path) > MAX_PATH_BYTES:
+        raise BadRequest(f"path longer than {MAX_PATH_BYTES} bytes")
+    if not raw_path.startswith("/"):
+        raise BadRequest("request target must be an absolute path")
+    source_raw, _, rest_raw = raw_path[1:].partition("/")
+    return _decode(source_raw), checked_key(_decode(rest_raw))
+
+
+def checked_key(key: str) -> str:
+    """The key itself if it is safe to pass upstream; `BadRequest` otherwise."""
+    if "\0" in key:
+        raise BadRequest("path contains a NUL byte")
+    if key.startswith("/"):
+        raise BadRequest("path must not start with '/' after decoding")
+    if any(segment == ".." for segment in key.split("/")):
+        raise BadRequest("path must not contain '..' segments")
+    return key

@@ -1,0 +1,108 @@
+"""Send a byte range of a file to a client socket with the kernel's sendfile, under any event loop.
+
+uvloop has no `loop.sendfile`, so aiohttp's FileResponse silently falls back to reading the
+file into Python through a thread pool. bdn calls `os.sendfile` on a duplicate of the client
+socket's fd instead (a duplicate, because event loops refuse `add_writer` on an fd a transport
+owns), waits for writability on that duplicate when the socket buffer is full, and never
+copies payload into user space. Before the first byte it makes sure the transport's own
+buffer (the response headers) is flushed, so bytes go out in order.
+
+The fallback, used when sendfile is switched off (`cache.sendfile: false`) or the socket
+refuses it, reads pieces in a thread and writes them through the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+
+from aiohttp.abc import AbstractStreamWriter
+
+FALLBACK_PIECE = 256 * 1024
+_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSOCK}
+
+
+class SendfileUnsupported(Exception):
+    """The socket cannot take sendfile; use the fallback for this connection."""
+
+
+class Sender:
+    """Sends file ranges on one response; `sent` counts payload bytes delivered to the socket."""
+
+    def __init__(self, transport: asyncio.Transport, writer: AbstractStreamWriter, use_sendfile: bool) -> None:
+        self._transport = transport
+        self._writer = writer
+        self._use_sendfile = use_sendfile
+        self._sock_fd: int | None = None
+        self.sent = 0
+
+    async def send(self, fd: int, offset: int, count: int) -> None:
+        """Send `count` bytes of `fd` from `offset`; raises ConnectionError if the client went away."""
+        if self._use_sendfile:
+            try:
+                await self._sendfile(fd, offset, count)
+                return
+            except SendfileUnsupported:
+                self._use_sendfile = False
+        await self._fallback(fd, offset, count)
+
+    async def _flush_transport(self) -> None:
+        if self._transport.get_write_buffer_size() == 0:
+            return
+        high = self._transport.get_write_buffer_limits()[1]
+        self._transport.set_write_buffer_limits(high=0, low=0)
+        try:
+            await self._writer.drain()
+        finally:
+            self._transport.set_write_buffer_limits(high=high)
+
+    async def _sendfile(self, fd: int, offset: int, count: int) -> None:
+        if self._sock_fd is None:
+            sock = self._transport.get_extra_info("socket")
+            if sock is None or self._transport.is_closing():
+                raise ConnectionResetError("client connection closed")
+            await self._flush_transport()
+            self._sock_fd = os.dup(sock.fileno())
+        end = offset + count
+        while offset < end:
+            try:
+                done = os.sendfile(self._sock_fd, fd, offset, end - offset)
+            except BlockingIOError:
+                await self._writable()
+                continue
+            except OSError as exc:
+                if exc.errno in _UNSUPPORTED and self.sent == 0:
+                    raise SendfileUnsupported from exc
+                raise ConnectionResetError(f"client connection lost: {exc.strerror}") from None
+            if done == 0:
+                raise ConnectionResetError("file ended before the range was sent")
+            offset += done
+            self.sent += done
+
+    async def _writable(self) -> None:
+        assert self._sock_fd is not None
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        loop.add_writer(self._sock_fd, ready.set_result, None)
+        try:
+            await ready
+        finally:
+            loop.remove_writer(self._sock_fd)
+
+    async def _fallback(self, fd: int, offset: int, count: int) -> None:
+        loop = asyncio.get_running_loop()
+        end = offset + count
+        while offset < end:
+            piece = await loop.run_in_executor(None, os.pread, fd, min(FALLBACK_PIECE, end - offset), offset)
+            if not piece:
+                raise ConnectionResetError("file ended before the range was sent")
+            await self._writer.write(piece)
+            offset += len(piece)
+            self.sent += len(piece)
+
+    def close(self) -> None:
+        if self._sock_fd is not None:
+            os.close(self._sock_fd)
+            self._sock_fd = None
+

@@ -1,0 +1,46 @@
+"""The upstream interface every source implements, and the name → factory table.
+
+A source knows how to `stat` a path (→ `ObjectInfo`) and how to `read` a byte range of one
+version of it as an async iterator of bytes. It raises only `bdn.errors` types: `NotFound`,
+`Forbidden`, `UpstreamUnreachable`, `VersionChanged` (the object is no longer that version)
+and `UpstreamError` (anything else the upstream got wrong). The cache code never knows which
+upstream it talks to. A source checks what it reads: a body of any other length than asked
+for is an `UpstreamError`, never bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from bdn.config import HttpSourceConfig, S3SourceConfig, SourceConfig, UpstreamConfig
+from bdn.objects import ObjectInfo
+
+
+class Source(Protocol):
+    """One configured upstream."""
+
+    async def stat(self, path: str) -> ObjectInfo:
+        """Size, ETag and friends of the current version of `path`."""
+        ...
+
+    def read(self, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) of exactly version `info` of `path`, streamed as they arrive."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def make_source(config: SourceConfig, upstream: UpstreamConfig) -> Source:
+    """Build the source a config entry describes (imports its client library only when used)."""
+    if isinstance(config, S3SourceConfig):
+        from bdn.sources.s3 import S3Source
+
+        return S3Source(config, upstream)
+    if isinstance(config, HttpSourceConfig):
+        from bdn.sources.http import HttpSource
+
+        return HttpSource(config, upstream)
+    raise TypeError(f"no source for {type(config).__name__}")

@@ -1,0 +1,124 @@
+"""A fixed HTTP(S) origin that serves Range: `/{source}/{path}` → `{base_url}/{path}`, nothing else.
+
+One shared aiohttp session per source, `Accept-Encoding: identity`, no redirects followed (an
+origin can never send bdn to another host). Every answer is checked strictly: a 200 where a
+206 was asked for, a `Content-Range` other than the one asked for, a `Content-Encoding` other
+than identity, or a body shorter or longer than announced is an `UpstreamError`, never bytes.
+Reads carry `If-Match: <etag>` so a changed object answers 412 (`VersionChanged`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+import aiohttp
+
+from bdn import __version__
+from bdn.config import HttpSourceConfig, UpstreamConfig
+from bdn.errors import Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
+from bdn.objects import ObjectInfo
+
+READ_PIECE = 256 * 1024
+_SAFE = "/~!$&'()*+,;=:@"
+
+
+def _status_error(status: int, what: str) -> Exception:
+    if status in (404, 410):
+        return NotFound(f"{what} does not exist upstream")
+    if status in (401, 403):
+        return Forbidden(f"upstream refused access to {what}")
+    if status == 412:
+        return VersionChanged(f"{what} changed upstream")
+    return UpstreamError(f"upstream answered {status} for {what}")
+
+
+def _check_identity(response: aiohttp.ClientResponse, what: str) -> None:
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise UpstreamError(f"upstream sent Content-Encoding {encoding!r} for {what}")
+
+
+class HttpSource:
+    """One configured HTTP origin; see the module docstring."""
+
+    def __init__(self, config: HttpSourceConfig, upstream: UpstreamConfig) -> None:
+        self._base = config.base_url
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=upstream.connect_timeout, sock_read=upstream.read_timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def _url(self, path: str) -> str:
+        return f"{self._base}/{quote(path, safe=_SAFE)}"
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                auto_decompress=False,
+                headers={"User-Agent": f"bdn/{__version__}", "Accept-Encoding": "identity"},
+                connector=aiohttp.TCPConnector(limit=64),
+            )
+        return self._session
+
+    async def stat(self, path: str) -> ObjectInfo:
+        try:
+            async with self._client().head(self._url(path), allow_redirects=False) as response:
+                if response.status != 200:
+                    raise _status_error(response.status, path)
+                _check_identity(response, path)
+                headers = response.headers
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+            raise UpstreamUnreachable(f"upstream unreachable for {path}: {type(exc).__name__}") from None
+        length = headers.get("Content-Length", "")
+        if not length.isdigit():
+            raise UpstreamError(f"upstream gave no Content-Length for {path}")
+        etag = headers.get("ETag")
+        last_modified = headers.get("Last-Modified")
+        if not etag and not last_modified:
+            raise UpstreamError(f"upstream gave neither ETag nor Last-Modified for {path}; it cannot be cached safely")
+        return ObjectInfo(
+            size=int(length),
+            etag=etag or "",
+            last_modified=last_modified,
+            content_type=headers.get("Content-Type"),
+        )
+
+    def _pin_headers(self, info: ObjectInfo, start: int, end: int) -> dict[str, str]:
+        headers = {"Range": f"bytes={start}-{end - 1}"}
+        if info.etag and not info.etag.startswith("W/"):
+            headers["If-Match"] = info.etag
+        elif info.last_modified:
+            headers["If-Unmodified-Since"] = info.last_modified
+        return headers
+
+    async def read(self, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        expected = f"bytes {start}-{end - 1}/{info.size}"
+        try:
+            async with self._client().get(
+                self._url(path), headers=self._pin_headers(info, start, end), allow_redirects=False
+            ) as response:
+                if response.status != 206:
+                    if response.status == 200:
+                        raise UpstreamError(f"upstream answered 200 to a Range request for {path}")
+                    raise _status_error(response.status, path)
+                _check_identity(response, path)
+                if response.headers.get("Content-Range") != expected:
+                    raise UpstreamError(f"upstream sent Content-Range {response.headers.get('Content-Range')!r} for {expected!r}")
+                if response.headers.get("Content-Length") not in (None, str(end - start)):
+                    raise UpstreamError(f"upstream announced {response.headers.get('Content-Length')} bytes for {end - start}")
+                received = 0
+                async for piece in response.content.iter_chunked(READ_PIECE):
+                    received += len(piece)
+                    if received > end - start:
+                        raise UpstreamError(f"upstream sent more than {end - start} bytes")
+                    yield piece
+                if received != end - start:
+                    raise UpstreamError(f"upstream body ended at {received} of {end - start} bytes")
+        except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientError, ConnectionError) as exc:
+            raise UpstreamUnreachable(f"upstream failed mid-read for {path}: {type(exc).__name__}") from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
