@@ -76,16 +76,17 @@ class ObjectCache:
         return Version(ref, info, version_id(ref, info), stale)
 
     def complete(self, version: Version, start: int = 0, end: int | None = None) -> bool:
-        """Whether every chunk covering [start, end) is local: on disk, or fully written by its fill."""
+        """Whether every byte of [start, end) is local: on disk, or already written by a fill."""
         end = version.info.size if end is None else end
-        return all(self._local(chunk_name(version.id, index))
-                   for index in version.chunk_indices(start, end, self.chunk_bytes))
-
-    def _local(self, name: str) -> bool:
-        fill = self.fills.get(name)
-        if fill is not None:
-            return fill.written == fill.size and fill.error is None
-        return self.disk.has(name)
+        for index in version.chunk_indices(start, end, self.chunk_bytes):
+            name = chunk_name(version.id, index)
+            fill = self.fills.get(name)
+            if fill is None and not self.disk.has(name):
+                return False
+            needed = min(end - index * self.chunk_bytes, self.chunk_bytes)
+            if fill is not None and (fill.written < needed or fill.error is not None):
+                return False
+        return True
 
     def chunk(self, version: Version, index: int) -> int | ChunkFill:
         """An fd of the committed chunk (caller closes), or the fill producing it (started if needed)."""

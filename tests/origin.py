@@ -8,6 +8,7 @@ short or long body, or answers an error status.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import re
@@ -34,6 +35,7 @@ class Faults:
     short_body: bool = False  # announce the right length, close after half the bytes
     status: int | None = None  # answer every request with this status
     no_validators: bool = False  # send neither ETag nor Last-Modified
+    bytes_per_second: int | None = None  # throttle bodies (written in 64 KiB pieces)
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Origin:
     log: list[Logged] = field(default_factory=list)
     faults: Faults = field(default_factory=Faults)
     url: str = ""
+    completed: int = 0  # bodies sent to their end
     _runner: web.AppRunner | None = None
 
     def put(self, path: str, data: bytes) -> str:
@@ -106,6 +109,12 @@ class Origin:
             assert request.transport is not None
             request.transport.close()
             return response
-        await response.write(body)
+        if self.faults.bytes_per_second is None:
+            await response.write(body)
+        else:
+            for offset in range(0, len(body), 65536):
+                await response.write(body[offset:offset + 65536])
+                await asyncio.sleep(65536 / self.faults.bytes_per_second)
         await response.write_eof()
+        self.completed += 1
         return response

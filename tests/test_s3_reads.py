@@ -25,6 +25,16 @@ def s3_sources(endpoint: str) -> dict[str, Any]:
     return {"s3": {"type": "s3", "endpoint_url": endpoint, "region": "us-east-1"}}
 
 
+@pytest.fixture(params=[True, False], ids=["sendfile", "fallback"])
+def start(request: pytest.FixtureRequest, start_bdn: StartBdn) -> StartBdn:
+    """Every read test runs through both send paths: the kernel's sendfile and the thread fallback."""
+
+    async def start_with(sources: dict[str, Any], **cache: Any) -> Any:
+        return await start_bdn(sources, sendfile=request.param, **cache)
+
+    return start_with
+
+
 @pytest.fixture
 def objects(s3: Any, bucket: str) -> dict[str, bytes]:
     data = {name: os.urandom(size) for name, size in SIZES.items()}
@@ -33,9 +43,9 @@ def objects(s3: Any, bucket: str) -> dict[str, bytes]:
     return data
 
 
-async def test_whole_objects_match_origin(start_bdn: StartBdn, proxy: CountingProxy, objects: dict[str, bytes],
+async def test_whole_objects_match_origin(start: StartBdn, proxy: CountingProxy, objects: dict[str, bytes],
                                           http: aiohttp.ClientSession) -> None:
-    node = await start_bdn(s3_sources(proxy.url))
+    node = await start(s3_sources(proxy.url))
     for name, body in objects.items():
         for expected_cache in ("MISS", "HIT"):
             async with http.get(f"{node.url}/s3/models/w/{name}.bin") as response:
@@ -67,9 +77,9 @@ RANGES = [
 
 
 @pytest.mark.parametrize(("header", "name", "expected"), RANGES)
-async def test_ranges_match_origin(start_bdn: StartBdn, proxy: CountingProxy, objects: dict[str, bytes],
+async def test_ranges_match_origin(start: StartBdn, proxy: CountingProxy, objects: dict[str, bytes],
                                    http: aiohttp.ClientSession, header: str, name: str, expected: slice) -> None:
-    node = await start_bdn(s3_sources(proxy.url))
+    node = await start(s3_sources(proxy.url))
     body = objects[name]
     for _ in ("cold", "warm"):
         async with http.get(f"{node.url}/s3/models/w/{name}.bin", headers={"Range": header}) as response:
@@ -97,10 +107,10 @@ async def test_ranges_match_origin(start_bdn: StartBdn, proxy: CountingProxy, ob
         ("bytes=", "small", 200),
     ],
 )
-async def test_unsatisfiable_and_ignored_ranges(start_bdn: StartBdn, proxy: CountingProxy,
+async def test_unsatisfiable_and_ignored_ranges(start: StartBdn, proxy: CountingProxy,
                                                 objects: dict[str, bytes], http: aiohttp.ClientSession,
                                                 header: str, name: str, status: int) -> None:
-    node = await start_bdn(s3_sources(proxy.url))
+    node = await start(s3_sources(proxy.url))
     body = objects[name]
     async with http.get(f"{node.url}/s3/models/w/{name}.bin", headers={"Range": header}) as response:
         got = await response.read()
@@ -111,9 +121,9 @@ async def test_unsatisfiable_and_ignored_ranges(start_bdn: StartBdn, proxy: Coun
             assert got == body
 
 
-async def test_if_range(start_bdn: StartBdn, proxy: CountingProxy, objects: dict[str, bytes],
+async def test_if_range(start: StartBdn, proxy: CountingProxy, objects: dict[str, bytes],
                         http: aiohttp.ClientSession) -> None:
-    node = await start_bdn(s3_sources(proxy.url))
+    node = await start(s3_sources(proxy.url))
     url = f"{node.url}/s3/models/w/small.bin"
     async with http.head(url) as head:
         etag, last_modified = head.headers["ETag"], head.headers["Last-Modified"]
@@ -125,9 +135,9 @@ async def test_if_range(start_bdn: StartBdn, proxy: CountingProxy, objects: dict
             assert got == (objects["small"][:10] if status == 206 else objects["small"])
 
 
-async def test_head_sends_get_headers_without_body(start_bdn: StartBdn, proxy: CountingProxy,
+async def test_head_sends_get_headers_without_body(start: StartBdn, proxy: CountingProxy,
                                                    objects: dict[str, bytes], http: aiohttp.ClientSession) -> None:
-    node = await start_bdn(s3_sources(proxy.url))
+    node = await start(s3_sources(proxy.url))
     url = f"{node.url}/s3/models/w/odd.bin"
     async with http.head(url, headers={"Range": "bytes=10-19"}) as head:
         assert head.status == 206
@@ -140,9 +150,9 @@ async def test_head_sends_get_headers_without_body(start_bdn: StartBdn, proxy: C
     assert proxy.gets() == [], "a HEAD never reads object bytes upstream"
 
 
-async def test_conditional_requests(start_bdn: StartBdn, proxy: CountingProxy, objects: dict[str, bytes],
+async def test_conditional_requests(start: StartBdn, proxy: CountingProxy, objects: dict[str, bytes],
                                     http: aiohttp.ClientSession) -> None:
-    node = await start_bdn(s3_sources(proxy.url))
+    node = await start(s3_sources(proxy.url))
     url = f"{node.url}/s3/models/w/small.bin"
     async with http.head(url) as head:
         etag = head.headers["ETag"]
