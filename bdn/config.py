@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -181,21 +181,29 @@ def _url(key: str, value: object) -> str:
 
 
 def _parse_cache(raw: Mapping[str, Any]) -> CacheConfig:
-    defaults = CacheConfig()
     _reject_unknown("cache", raw, set(CacheConfig.__dataclass_fields__))
-    chunk = _positive("cache.chunk_bytes", parse_size("cache.chunk_bytes", raw.get("chunk_bytes", defaults.chunk_bytes)))
-    disk = parse_size("cache.disk_bytes", raw.get("disk_bytes", defaults.disk_bytes))
+    value = _reader("cache", raw, CacheConfig())
+    chunk = _positive("cache.chunk_bytes", parse_size(*value("chunk_bytes")))
+    disk = parse_size(*value("disk_bytes"))
     if disk < chunk:
         raise ConfigError(f"cache.disk_bytes: must hold at least one chunk ({chunk} bytes)")
     return CacheConfig(
-        dir=Path(_string("cache.dir", str(raw.get("dir", defaults.dir)))),
+        dir=Path(_string("cache.dir", str(value("dir")[1]))),
         disk_bytes=disk,
-        ram_bytes=parse_size("cache.ram_bytes", raw.get("ram_bytes", defaults.ram_bytes)),
+        ram_bytes=parse_size(*value("ram_bytes")),
         chunk_bytes=chunk,
-        metadata_ttl=parse_duration("cache.metadata_ttl", raw.get("metadata_ttl", defaults.metadata_ttl)),
-        fill_concurrency=_positive("cache.fill_concurrency", _integer("cache.fill_concurrency", raw.get("fill_concurrency", defaults.fill_concurrency))),
-        sendfile=_boolean("cache.sendfile", raw.get("sendfile", defaults.sendfile)),
+        metadata_ttl=parse_duration(*value("metadata_ttl")),
+        fill_concurrency=_positive("cache.fill_concurrency", _integer(*value("fill_concurrency"))),
+        sendfile=_boolean(*value("sendfile")),
     )
+
+
+def _reader(section: str, raw: Mapping[str, Any], defaults: object) -> Callable[[str], tuple[str, object]]:
+    """`value(name)` → (dotted key, the configured value or the dataclass default)."""
+    def value(name: str) -> tuple[str, object]:
+        return f"{section}.{name}", raw.get(name, getattr(defaults, name))
+
+    return value
 
 
 def _integer(key: str, value: object) -> int:
@@ -205,11 +213,11 @@ def _integer(key: str, value: object) -> int:
 
 
 def _parse_upstream(raw: Mapping[str, Any]) -> UpstreamConfig:
-    defaults = UpstreamConfig()
     _reject_unknown("upstream", raw, set(UpstreamConfig.__dataclass_fields__))
+    value = _reader("upstream", raw, UpstreamConfig())
     return UpstreamConfig(
-        connect_timeout=parse_duration("upstream.connect_timeout", raw.get("connect_timeout", defaults.connect_timeout)),
-        read_timeout=parse_duration("upstream.read_timeout", raw.get("read_timeout", defaults.read_timeout)),
+        connect_timeout=parse_duration(*value("connect_timeout")),
+        read_timeout=parse_duration(*value("read_timeout")),
     )
 
 
@@ -234,7 +242,8 @@ def _parse_sources(raw: Mapping[str, Any]) -> dict[str, SourceConfig]:
     for name, body in raw.items():
         key = f"sources.{name}"
         if not isinstance(name, str) or not _SOURCE_NAME.match(name) or name in RESERVED_NAMES:
-            raise ConfigError(f"{key}: a source name is lowercase letters, digits, '-' or '_', and not one of {', '.join(sorted(RESERVED_NAMES))}")
+            reserved = ", ".join(sorted(RESERVED_NAMES))
+            raise ConfigError(f"{key}: a source name is lowercase letters, digits, '-' or '_', not one of {reserved}")
         sources[name] = _parse_source(key, _mapping(key, body))
     return sources
 

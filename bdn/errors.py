@@ -1,8 +1,10 @@
 """The error hierarchy and the one middleware that turns errors into short JSON answers.
 
 Handlers and the cache raise `BdnError` subclasses; nothing else decides a status code.
-Bodies are `{"error": "...", "detail": "..."}`; HEAD answers carry no body; an unexpected
-exception becomes a 500 whose body never holds a traceback (the log line does).
+Bodies are `{"error": "...", "detail": "..."}`, except for requests from S3 SDKs, which get
+S3's XML `<Error><Code>` body so boto3 raises `NoSuchKey`, `InvalidRange`, ... as it would
+against S3 (PROTOCOLS.md 2.5). HEAD answers carry no body; an unexpected exception becomes
+a 500 whose body never holds a traceback (the log line does).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from xml.sax.saxutils import escape
 
 from aiohttp import web
 
@@ -21,6 +24,7 @@ class BdnError(Exception):
 
     status = 500
     code = "internal_error"
+    s3_code = "InternalError"
 
     def __init__(self, detail: str = "", *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -30,28 +34,34 @@ class BdnError(Exception):
 
 class BadRequest(BdnError):
     status, code = 400, "bad_request"
+    s3_code = "InvalidRequest"
 
 
 class NotFound(BdnError):
     status, code = 404, "not_found"
+    s3_code = "NoSuchKey"
 
 
 class Forbidden(BdnError):
     status, code = 403, "forbidden"
+    s3_code = "AccessDenied"
 
 
 class PreconditionFailed(BdnError):
     status, code = 412, "precondition_failed"
+    s3_code = "PreconditionFailed"
 
 
 class RangeNotSatisfiable(BdnError):
     status, code = 416, "range_not_satisfiable"
+    s3_code = "InvalidRange"
 
 
 class UpstreamError(BdnError):
     """The upstream answered wrongly (bad status, short body, wrong Content-Range, ...)."""
 
     status, code = 502, "upstream_error"
+    s3_code = "BadGateway"
 
 
 class UpstreamUnreachable(UpstreamError):
@@ -69,13 +79,30 @@ class VersionChanged(UpstreamError):
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def from_s3_sdk(request: web.Request) -> bool:
+    """Whether the request was sent by an S3 SDK (boto3, aiobotocore, the AWS CLI, ...)."""
+    authorization = request.headers.get("Authorization", "")
+    return authorization.startswith("AWS4-") or any(
+        name.lower().startswith(("x-amz-", "amz-sdk-")) for name in request.headers
+    )
+
+
+def _s3_error_body(code: str, detail: str) -> bytes:
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{escape(code)}</Code>'
+            f"<Message>{escape(detail)}</Message></Error>").encode()
+
+
 def error_response(request: web.Request, status: int, code: str, detail: str,
-                   headers: dict[str, str] | None = None) -> web.Response:
-    body = b"" if request.method == "HEAD" else json.dumps({"error": code, "detail": detail}).encode()
-    response = web.Response(status=status, body=body, content_type="application/json", headers=headers)
+                   headers: dict[str, str] | None = None, s3_code: str | None = None) -> web.Response:
     if request.method == "HEAD":
+        response = web.Response(status=status, headers=headers)
         response.headers["Content-Length"] = "0"
-    return response
+        return response
+    if s3_code is not None and from_s3_sdk(request):
+        return web.Response(status=status, body=_s3_error_body(s3_code, detail),
+                            content_type="application/xml", headers=headers)
+    body = json.dumps({"error": code, "detail": detail}).encode()
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
 @web.middleware
@@ -83,7 +110,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except BdnError as exc:
-        return error_response(request, exc.status, exc.code, exc.detail, exc.headers)
+        return error_response(request, exc.status, exc.code, exc.detail, exc.headers, exc.s3_code)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -112,7 +112,8 @@ async def get_object(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD" or byte_range.length == 0:
         return web.Response(status=status, headers=headers)
     response = web.StreamResponse(status=status, headers=headers)
-    await stream_range(request, response, cache, version, byte_range, config.cache.sendfile, config.cache.fill_concurrency)
+    await stream_range(request, response, cache, version, byte_range,
+                       config.cache.sendfile, config.cache.fill_concurrency)
     return response
 
 

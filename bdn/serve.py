@@ -33,44 +33,61 @@ async def stream_range(request: web.Request, response: web.StreamResponse, cache
     """
     indices = version.chunk_indices(byte_range.start, byte_range.end, cache.chunk_bytes)
     cache.prefetch(version, indices[:read_ahead])
-    first = cache.chunk(version, indices[0])
-    if not isinstance(first, int):
-        await first.wait_beyond(byte_range.start - indices[0] * cache.chunk_bytes)
-    else:
-        os.close(first)
-    writer = await response.prepare(request)
-    transport = request.transport
-    if transport is None or writer is None:
-        raise ConnectionResetError("client went away before the body")
-    sender = Sender(transport, writer, use_sendfile)
+    fd, fill = _open(cache, version, indices[0])
+    sender: Sender | None = None
     try:
-        for position, index in enumerate(indices):
-            cache.prefetch(version, indices[position:position + read_ahead])
-            base = index * cache.chunk_bytes
-            low = max(byte_range.start, base) - base
-            high = min(byte_range.end, base + cache.chunk_bytes) - base
-            await _send_chunk(cache.chunk(version, index), sender, low, high)
-        await response.write_eof()
-    except BdnError as exc:
-        log.warning("aborting %s after %d of %d bytes: %s", request.path, sender.sent, byte_range.length, exc.detail)
-        record_of(request).aborted = True
-        transport.abort()
+        if fill is not None:
+            await fill.wait_beyond(byte_range.start - indices[0] * cache.chunk_bytes)
+        writer = await response.prepare(request)
+        transport = request.transport
+        if transport is None or writer is None:
+            raise ConnectionResetError("client went away before the body")
+        sender = Sender(transport, writer, use_sendfile)
+        try:
+            for position, index in enumerate(indices):
+                if position:
+                    cache.prefetch(version, indices[position:position + read_ahead])
+                    fd, fill = _open(cache, version, index)
+                base = index * cache.chunk_bytes
+                low = max(byte_range.start, base) - base
+                high = min(byte_range.end, base + cache.chunk_bytes) - base
+                owned, fd = fd, -1  # _send_chunk closes it, whatever happens
+                await _send_chunk(owned, fill, sender, low, high)
+            await response.write_eof()
+        except BdnError as exc:
+            log.warning("aborting %s after %d of %d bytes: %s", request.path, sender.sent, byte_range.length,
+                        exc.detail)
+            record_of(request).aborted = True
+            transport.abort()
     finally:
-        sender.close()
-        record_of(request).bytes = sender.sent
+        if fd >= 0:
+            os.close(fd)
+        if sender is not None:
+            sender.close()
+            record_of(request).bytes = sender.sent
 
 
-async def _send_chunk(chunk: int | ChunkFill, sender: Sender, low: int, high: int) -> None:
-    """Bytes [low, high) of one chunk: from its committed file, or following its fill."""
-    fd = chunk if isinstance(chunk, int) else chunk.attach()
+def _open(cache: ObjectCache, version: Version, index: int) -> tuple[int, ChunkFill | None]:
+    """An fd for reading one chunk now, and the fill still writing it (None once committed).
+
+    A fill's fd is duplicated at once: the fill may end (and close its own) at the next await.
+    """
+    chunk = cache.chunk(version, index)
+    if isinstance(chunk, int):
+        return chunk, None
+    return chunk.attach(), chunk
+
+
+async def _send_chunk(fd: int, fill: ChunkFill | None, sender: Sender, low: int, high: int) -> None:
+    """Bytes [low, high) of one chunk, from its committed file or following its fill; closes `fd`."""
     try:
-        if isinstance(chunk, int):
+        if fill is None:
             await sender.send(fd, low, high - low)
             return
         position = low
         while position < high:
-            await chunk.wait_beyond(position)
-            available = min(chunk.written, high)
+            await fill.wait_beyond(position)
+            available = min(fill.written, high)
             await sender.send(fd, position, available - position)
             position = available
     finally:

@@ -104,10 +104,12 @@ class HttpSource:
                         raise UpstreamError(f"upstream answered 200 to a Range request for {path}")
                     raise _status_error(response.status, path)
                 _check_identity(response, path)
-                if response.headers.get("Content-Range") != expected:
-                    raise UpstreamError(f"upstream sent Content-Range {response.headers.get('Content-Range')!r} for {expected!r}")
-                if response.headers.get("Content-Length") not in (None, str(end - start)):
-                    raise UpstreamError(f"upstream announced {response.headers.get('Content-Length')} bytes for {end - start}")
+                content_range = response.headers.get("Content-Range")
+                if content_range != expected:
+                    raise UpstreamError(f"upstream sent Content-Range {content_range!r} for {expected!r}")
+                length = response.headers.get("Content-Length")
+                if length not in (None, str(end - start)):
+                    raise UpstreamError(f"upstream announced {length} bytes for {end - start}")
                 received = 0
                 async for piece in response.content.iter_chunked(READ_PIECE):
                     received += len(piece)

@@ -147,7 +147,8 @@ class DiskTier:
         final = self.chunk_path(name)
         final.parent.mkdir(exist_ok=True)
         os.rename(temp, final)
-        self._db.execute("INSERT OR REPLACE INTO chunks (name, size, atime) VALUES (?, ?, ?)", (name, size, time.time()))
+        self._db.execute("INSERT OR REPLACE INTO chunks (name, size, atime) VALUES (?, ?, ?)",
+                         (name, size, time.time()))
 
     def discard(self, temp: Path) -> None:
         """Forget a temp file whose fill failed (never committed)."""
@@ -188,7 +189,8 @@ class DiskTier:
     async def put_meta(self, key: str, info: ObjectInfo, checked_at: float) -> None:
         self._meta[key] = (info, checked_at)
         text = json.dumps(info.to_json())
-        await self._run(lambda: self._execute("INSERT OR REPLACE INTO meta (key, info, checked_at) VALUES (?, ?, ?)", (key, text, checked_at)))
+        sql = "INSERT OR REPLACE INTO meta (key, info, checked_at) VALUES (?, ?, ?)"
+        await self._run(lambda: self._execute(sql, (key, text, checked_at)))
 
     def expire_meta(self, key: str) -> None:
         """Mark an object's metadata as needing revalidation (the upstream says it changed)."""
