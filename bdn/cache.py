@@ -9,19 +9,15 @@ ETag is a new version with new chunk names. An unreachable upstream is survived
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from bdn.errors import NotFound, UpstreamError
 from bdn.fill import ChunkFill, Fills
-from bdn.flight import SingleFlight
+from bdn.metadata import Metadata
 from bdn.objects import ObjectInfo, ObjectRef, chunk_name, chunk_span, version_id
 from bdn.sources import Source
 from bdn.tiers.disk import DiskTier
-
-log = logging.getLogger("bdn.cache")
 
 
 @dataclass(frozen=True)
@@ -48,29 +44,21 @@ class ObjectCache:
         self.fills = Fills(disk)
         self.chunk_bytes = chunk_bytes
         self.metadata_ttl = metadata_ttl
-        self._stats: SingleFlight[str, ObjectInfo] = SingleFlight()
+        self.metadata = Metadata(disk)
 
-    async def version(self, ref: ObjectRef) -> Version:
-        known = self.disk.meta(ref.key)
-        if known is not None and time.time() - known[1] < self.metadata_ttl:
-            return self._version(ref, known[0])
-        try:
-            info = await self._stats.do(ref.key, lambda: self._revalidate(ref))
-        except NotFound:
-            await self.disk.drop_meta(ref.key)
-            raise
-        except UpstreamError as exc:
-            if known is not None and self.complete(self._version(ref, known[0])):
-                log.warning("serving %s/%s stale from cache: %s", ref.source, ref.path, exc.detail)
-                return self._version(ref, known[0], stale=True)
-            raise
-        return self._version(ref, info)
+    async def version(self, ref: ObjectRef, immutable: bool = False) -> Version:
+        """The version of `ref` to serve: known and fresh, revalidated, or stale when the upstream is away.
 
-    async def _revalidate(self, ref: ObjectRef) -> ObjectInfo:
-        checked_at = time.time()
-        info = await self.sources[ref.source].stat(ref.path)
-        await self.disk.put_meta(ref.key, info, checked_at)
-        return info
+        A stale version is served only if all of it is on disk (stale-if-error).
+        """
+        async def stat() -> dict[str, Any]:
+            return (await self.sources[ref.source].stat(ref.path)).to_json()
+
+        def servable(known: dict[str, Any]) -> bool:
+            return self.complete(self._version(ref, ObjectInfo.from_json(known)))
+
+        value, stale = await self.metadata.get(ref.key, stat, None if immutable else self.metadata_ttl, servable)
+        return self._version(ref, ObjectInfo.from_json(value), stale)
 
     def _version(self, ref: ObjectRef, info: ObjectInfo, stale: bool = False) -> Version:
         return Version(ref, info, version_id(ref, info), stale)
@@ -110,7 +98,7 @@ class ObjectCache:
         start, end = chunk_span(index, self.chunk_bytes, version.info.size)
         source = self.sources[version.ref.source]
         return self.fills.start(name, source, version.ref.path, version.info, start, end,
-                                lambda: self.disk.expire_meta(version.ref.key))
+                                lambda: self.metadata.expire(version.ref.key))
 
     async def close(self) -> None:
         await self.fills.close()

@@ -7,6 +7,7 @@ starts with the dotted key, e.g. `cache.chunk_bytes: expected a size like 16MiB,
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -120,8 +121,8 @@ def parse_duration(key: str, value: object) -> float:
     if isinstance(value, bool):
         raise ConfigError(f"{key}: expected a duration like 60s, got {value!r}")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ConfigError(f"{key}: must not be negative, got {value}")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{key}: must be a finite number of seconds, got {value}")
         return float(value)
     match = _DURATION.match(value) if isinstance(value, str) else None
     if not match:
@@ -135,7 +136,7 @@ def parse_listen(key: str, value: object) -> tuple[str, int]:
         raise ConfigError(f"{key}: expected HOST:PORT, got {value!r}")
     host, _, port = value.rpartition(":")
     host = host.strip("[]")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not host or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
         raise ConfigError(f"{key}: expected HOST:PORT, got {value!r}")
     return host, int(port)
 
@@ -188,7 +189,7 @@ def _parse_cache(raw: Mapping[str, Any]) -> CacheConfig:
     if disk < chunk:
         raise ConfigError(f"cache.disk_bytes: must hold at least one chunk ({chunk} bytes)")
     return CacheConfig(
-        dir=Path(_string("cache.dir", str(value("dir")[1]))),
+        dir=Path(_string("cache.dir", raw.get("dir", "./var/cache"))),
         disk_bytes=disk,
         ram_bytes=parse_size(*value("ram_bytes")),
         chunk_bytes=chunk,

@@ -31,6 +31,7 @@ from bdn.tiers.disk import DiskTier
 log = logging.getLogger("bdn.fill")
 RESUME_ATTEMPTS = 3
 RESUME_BACKOFF = 0.2  # seconds, doubled on each attempt
+SHUTDOWN_GRACE = 10.0  # seconds fills in flight may take to finish when the daemon stops
 
 
 class ChunkFill:
@@ -141,7 +142,10 @@ class Fills:
                 log.info("resuming %s at byte %d (attempt %d)", path, start + fill.written, attempt)
                 await asyncio.sleep(RESUME_BACKOFF * 2 ** (attempt - 1))
 
-    async def close(self) -> None:
+    async def close(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Let fills in flight finish (their bytes are wanted), for up to `grace` seconds; cancel the rest."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

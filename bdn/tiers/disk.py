@@ -1,8 +1,9 @@
 """The disk tier: chunk files under `cache.dir`, an SQLite index, LRU eviction under a byte budget.
 
 Layout: `chunks/ab/<version>.<index>` (names are hashes, never client paths), `tmp/` for fills
-in progress, `index.sqlite` with two tables: `chunks` (name, size, atime) and `meta` (an
-object's current version and when it was last checked, so metadata age survives restarts).
+in progress, `index.sqlite` with two tables: `chunks` (name, size, atime) and `meta` (upstream answers as
+JSON, such as an object's current version, with when they were last checked, so metadata age
+survives restarts).
 
 Crash safety: a chunk is written to `tmp/`, its length checked, fsynced, renamed into place,
 and only then inserted into the index. A chunk is visible only once its row exists, so a
@@ -29,9 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
-
-from bdn.objects import ObjectInfo
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 _SCHEMA = """
@@ -48,7 +47,7 @@ class DiskTier:
         self.root = root
         self.budget = budget
         self._chunks: OrderedDict[str, int] = OrderedDict()  # name → size, least recently used first
-        self._meta: dict[str, tuple[ObjectInfo, float]] = {}
+        self._meta: dict[str, tuple[dict[str, Any], float]] = {}
         self._touched: dict[str, float] = {}
         self.used_bytes = 0
         self.evictions = 0
@@ -78,7 +77,7 @@ class DiskTier:
         self._load_chunks()
         self._remove_orphans()
         for key, info, checked_at in self._db.execute("SELECT key, info, checked_at FROM meta"):
-            self._meta[key] = (ObjectInfo.from_json(json.loads(info)), checked_at)
+            self._meta[key] = (json.loads(info), checked_at)
         self._delete_blocking(self._pick_victims())
 
     def _load_chunks(self) -> None:
@@ -182,18 +181,18 @@ class DiskTier:
 
     # -- object metadata ------------------------------------------------------------------------
 
-    def meta(self, key: str) -> tuple[ObjectInfo, float] | None:
-        """The last known version of an object and the wall-clock time it was last checked."""
+    def meta(self, key: str) -> tuple[dict[str, Any], float] | None:
+        """A stored upstream answer and the wall-clock time it was last checked."""
         return self._meta.get(key)
 
-    async def put_meta(self, key: str, info: ObjectInfo, checked_at: float) -> None:
-        self._meta[key] = (info, checked_at)
-        text = json.dumps(info.to_json())
+    async def put_meta(self, key: str, value: dict[str, Any], checked_at: float) -> None:
+        self._meta[key] = (value, checked_at)
+        text = json.dumps(value)
         sql = "INSERT OR REPLACE INTO meta (key, info, checked_at) VALUES (?, ?, ?)"
         await self._run(lambda: self._execute(sql, (key, text, checked_at)))
 
     def expire_meta(self, key: str) -> None:
-        """Mark an object's metadata as needing revalidation (the upstream says it changed)."""
+        """Mark a stored answer as needing revalidation (the upstream says it changed)."""
         known = self._meta.get(key)
         if known is not None:
             self._meta[key] = (known[0], 0.0)

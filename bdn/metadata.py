@@ -1,0 +1,61 @@
+"""Upstream answers (JSON objects) cached by key: fresh for a TTL, persisted, single-flighted, stale-if-error.
+
+An object's version, a branch's commit, a repo's visibility: each is asked upstream at most
+once per `ttl` per node, however many requests want it at once, and the answer's age survives
+restarts. `ttl=None` marks an answer that can never change (anything named by a commit sha).
+When the upstream cannot be asked (`UpstreamError`), a known answer is served stale if the
+caller says it may be; `NotFound` forgets the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bdn.errors import NotFound, UpstreamError
+from bdn.flight import SingleFlight
+from bdn.tiers.disk import DiskTier
+
+log = logging.getLogger("bdn.metadata")
+Json = dict[str, Any]
+
+
+class Metadata:
+    """See the module docstring."""
+
+    def __init__(self, disk: DiskTier) -> None:
+        self._disk = disk
+        self._flight: SingleFlight[str, Json] = SingleFlight()
+
+    def peek(self, key: str) -> Json | None:
+        known = self._disk.meta(key)
+        return None if known is None else known[0]
+
+    async def get(self, key: str, fetch: Callable[[], Awaitable[Json]], ttl: float | None,
+                  stale_ok: Callable[[Json], bool] = lambda _: False) -> tuple[Json, bool]:
+        """(answer, served stale?) for `key`, asking upstream through `fetch` only when needed."""
+        known = self._disk.meta(key)
+        if known is not None and (ttl is None or time.time() - known[1] < ttl):
+            return known[0], False
+        try:
+            return await self._flight.do(key, lambda: self._refresh(key, fetch)), False
+        except NotFound:
+            await self._disk.drop_meta(key)
+            raise
+        except UpstreamError as exc:
+            if known is not None and stale_ok(known[0]):
+                log.warning("serving %r stale: %s", key.replace("\0", "/"), exc.detail)
+                return known[0], True
+            raise
+
+    async def _refresh(self, key: str, fetch: Callable[[], Awaitable[Json]]) -> Json:
+        checked_at = time.time()
+        value = await fetch()
+        await self._disk.put_meta(key, value, checked_at)
+        return value
+
+    def expire(self, key: str) -> None:
+        """The upstream says the answer changed: the next `get` asks again."""
+        self._disk.expire_meta(key)
