@@ -17,12 +17,12 @@ run: $(STAMP)
 	$(BIN)/bdn serve $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/ruff check bdn tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check bdn tests benchmarks
+	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
