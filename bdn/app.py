@@ -13,9 +13,11 @@ from aiohttp import web
 from bdn.cache import ObjectCache
 from bdn.config import Config
 from bdn.errors import error_middleware
+from bdn.hubapi import FRONTS_KEY, make_fronts
 from bdn.requestlog import access_log_middleware
-from bdn.routes import CACHE_KEY, CONFIG_KEY, add_routes
+from bdn.routes import add_routes
 from bdn.sources import make_source
+from bdn.state import CACHE_KEY, CONFIG_KEY
 from bdn.tiers.disk import DiskTier
 
 MAX_HEADER_BYTES = 16 * 1024
@@ -38,6 +40,7 @@ async def _cache_context(app: web.Application) -> AsyncIterator[None]:
     sources = {name: make_source(source, config.upstream) for name, source in config.sources.items()}
     cache = ObjectCache(sources, disk, config.cache.chunk_bytes, config.cache.metadata_ttl)
     app[CACHE_KEY] = cache
+    app[FRONTS_KEY] = make_fronts(cache, config.cache.metadata_ttl)
     try:
         yield
     finally:

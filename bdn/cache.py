@@ -9,15 +9,26 @@ ETag is a new version with new chunk names. An unreachable upstream is survived
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from bdn.errors import UpstreamError
 from bdn.fill import ChunkFill, Fills
+from bdn.flight import SingleFlight
 from bdn.metadata import Metadata
 from bdn.objects import ObjectInfo, ObjectRef, chunk_name, chunk_span, version_id
 from bdn.sources import Source
 from bdn.tiers.disk import DiskTier
+
+log = logging.getLogger("bdn.cache")
+HASH_PIECE = 4 * 1024 * 1024
+IO_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,17 @@ class Version:
         return range(start // chunk_bytes, (end - 1) // chunk_bytes + 1)
 
 
+def _hash_file(hasher: Any, fd: int, length: int) -> None:
+    """Feed `length` bytes of `fd` from offset 0 to `hasher` (runs in a thread; hashlib drops the GIL)."""
+    offset = 0
+    while offset < length:
+        piece = os.pread(fd, min(HASH_PIECE, length - offset), offset)
+        if not piece:
+            raise UpstreamError("chunk file ended early while checking its digest")
+        hasher.update(piece)
+        offset += len(piece)
+
+
 class ObjectCache:
     """Metadata, disk chunks and fills for every source; see the module docstring."""
 
@@ -45,6 +67,11 @@ class ObjectCache:
         self.chunk_bytes = chunk_bytes
         self.metadata_ttl = metadata_ttl
         self.metadata = Metadata(disk)
+        # Threads for file reads the loop must not do (digest checks, the no-sendfile path); bdn's own,
+        # so they never queue behind other users of the default executor.
+        self.io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="bdn-io")
+        self._checks: SingleFlight[str, None] = SingleFlight()
+        self.checksum_failures = 0  # objects whose bytes did not match their upstream digest
 
     async def version(self, ref: ObjectRef, immutable: bool = False) -> Version:
         """The version of `ref` to serve: known and fresh, revalidated, or stale when the upstream is away.
@@ -87,6 +114,55 @@ class ObjectCache:
             return fd
         return self._start_fill(version, index, name)
 
+    def open_chunk(self, version: Version, index: int) -> tuple[int, ChunkFill | None]:
+        """An fd for reading one chunk now (caller closes), and the fill still writing it (None once on disk).
+
+        A fill's fd is duplicated at once: the fill may end, and close its own, at the next await.
+        """
+        chunk = self.chunk(version, index)
+        if isinstance(chunk, int):
+            return chunk, None
+        return chunk.attach(), chunk
+
+    def verified(self, version: Version) -> bool:
+        """Whether the version needs no content check (no digest, or it already passed one)."""
+        return version.info.digest is None or self.metadata.peek(self._verified_key(version)) is not None
+
+    async def verify(self, version: Version) -> None:
+        """Fill the whole object if needed and check it against its digest; on mismatch drop it and raise.
+
+        One check per version runs at a time, whatever the number of readers waiting for it.
+        """
+        if not self.verified(version):
+            await self._checks.do(version.id, lambda: self._verify(version))
+
+    async def _verify(self, version: Version) -> None:
+        algorithm, _, expected = (version.info.digest or "").partition(":")
+        size = version.info.size
+        hasher = hashlib.sha256() if algorithm == "sha256" else hashlib.sha1(b"blob %d\0" % size)
+        indices = version.chunk_indices(0, size, self.chunk_bytes)
+        self.prefetch(version, indices)
+        for index in indices:
+            fd, fill = self.open_chunk(version, index)
+            try:
+                if fill is not None:
+                    await fill.wait_finished()
+                start, end = chunk_span(index, self.chunk_bytes, size)
+                await asyncio.get_running_loop().run_in_executor(self.io, _hash_file, hasher, fd, end - start)
+            finally:
+                os.close(fd)
+        if hasher.hexdigest() != expected:
+            self.checksum_failures += 1
+            log.error("checksum mismatch for %s/%s: expected %s, got %s:%s; dropping its chunks",
+                      version.ref.source, version.ref.path, version.info.digest, algorithm, hasher.hexdigest())
+            await self.disk.remove([chunk_name(version.id, index) for index in indices])
+            raise UpstreamError(f"{version.ref.path} does not match its {algorithm} digest upstream")
+        await self.metadata.put(self._verified_key(version), {"digest": version.info.digest})
+
+    @staticmethod
+    def _verified_key(version: Version) -> str:
+        return f"verified\0{version.id}"
+
     def prefetch(self, version: Version, indices: range) -> None:
         """Start fills for chunks of `indices` that are neither on disk nor in flight."""
         for index in indices:
@@ -102,5 +178,6 @@ class ObjectCache:
 
     async def close(self) -> None:
         await self.fills.close()
+        self.io.shutdown(wait=False, cancel_futures=True)
         for source in self.sources.values():
             await source.close()

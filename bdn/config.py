@@ -70,10 +70,21 @@ class HttpSourceConfig:
     type: Literal["http"] = "http"
 
 
-SourceConfig = S3SourceConfig | HttpSourceConfig
-_SOURCE_TYPES: dict[str, type[S3SourceConfig] | type[HttpSourceConfig]] = {
+@dataclass(frozen=True)
+class HfSourceConfig:
+    """`{type: hf}`: a Hugging Face Hub (or a private mirror of one); the name is the HF_ENDPOINT prefix."""
+
+    type: Literal["hf"] = "hf"
+    endpoint: str = "https://huggingface.co"
+    token_env: str | None = None  # environment variable holding bdn's own Hub token
+    auth_ttl: float = 60.0  # seconds a client token's access to a private/gated repo is trusted
+
+
+SourceConfig = S3SourceConfig | HttpSourceConfig | HfSourceConfig
+_SOURCE_TYPES: dict[str, type[S3SourceConfig] | type[HttpSourceConfig] | type[HfSourceConfig]] = {
     "s3": S3SourceConfig,
     "http": HttpSourceConfig,
+    "hf": HfSourceConfig,
 }
 
 
@@ -99,6 +110,7 @@ cache:
   metadata_ttl: 60s
 sources:
   s3: {type: s3, region: us-east-1, anonymous: true}
+  hf: {type: hf, endpoint: "https://huggingface.co", token_env: HF_TOKEN}
 """
 
 
@@ -229,6 +241,14 @@ def _parse_source(key: str, raw: Mapping[str, Any]) -> SourceConfig:
     _reject_unknown(key, raw, set(_SOURCE_TYPES[kind].__dataclass_fields__))
     if kind == "http":
         return HttpSourceConfig(base_url=_url(f"{key}.base_url", raw.get("base_url")))
+    if kind == "hf":
+        value = _reader(key, raw, HfSourceConfig())
+        token_env = raw.get("token_env")
+        return HfSourceConfig(
+            endpoint=_url(*value("endpoint")),
+            token_env=None if token_env is None else _string(f"{key}.token_env", token_env),
+            auth_ttl=parse_duration(*value("auth_ttl")),
+        )
     region = raw.get("region")
     endpoint = raw.get("endpoint_url")
     return S3SourceConfig(

@@ -57,6 +57,15 @@ class RangeNotSatisfiable(BdnError):
     s3_code = "InvalidRange"
 
 
+class HubError(BdnError):
+    """An answer the Hugging Face Hub gave (or would give), passed on with its `X-Error-Code` headers."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str]) -> None:
+        super().__init__(detail, headers=headers)
+        self.status = status
+        self.code = headers.get("X-Error-Code", "hub_error")
+
+
 class UpstreamError(BdnError):
     """The upstream answered wrongly (bad status, short body, wrong Content-Range, ...)."""
 

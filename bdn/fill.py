@@ -54,11 +54,21 @@ class ChunkFill:
     async def wait_beyond(self, position: int) -> None:
         """Return once more than `position` bytes are written or the fill has ended; raise its error."""
         while self.written <= position and not self.finished:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            await waiter
+            await self._next_change()
         if self.error is not None and self.written <= position:
             raise self.error
+
+    async def wait_finished(self) -> None:
+        """Return once the chunk is committed to disk; raise the fill's error if it failed."""
+        while not self.finished:
+            await self._next_change()
+        if self.error is not None:
+            raise self.error
+
+    async def _next_change(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []

@@ -56,6 +56,10 @@ class Metadata:
         await self._disk.put_meta(key, value, checked_at)
         return value
 
+    async def put(self, key: str, value: Json) -> None:
+        """Record an answer bdn established itself (such as a checked digest)."""
+        await self._disk.put_meta(key, value, time.time())
+
     def expire(self, key: str) -> None:
         """The upstream says the answer changed: the next `get` asks again."""
         self._disk.expire_meta(key)

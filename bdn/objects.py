@@ -33,6 +33,7 @@ class ObjectInfo:
     last_modified: str | None = None  # HTTP-date, as sent
     version_id: str | None = None
     content_type: str | None = None
+    digest: str | None = None  # "sha256:<hex>" or "git-sha1:<hex>": checked before the object is trusted
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,4 +1,4 @@
-"""Pure request-path decoding: `/{source}/{rest}` → (source, decoded rest), refusing path tricks.
+"""Pure request-path decoding: `/{source}/{rest}` → source and key (or segments), refusing path tricks.
 
 Every path is attacker-controlled. The raw request target is split on `/` *before* percent
 decoding, each piece decoded exactly once, and refused (`BadRequest`) when the decoded key holds
@@ -23,14 +23,30 @@ def _decode(raw: str) -> str:
 
 
 def split_target(raw_target: str) -> tuple[str, str]:
-    """(source, decoded rest) from a raw request target such as `/s3/bucket/a%20b?x=1`."""
+    """(decoded source, raw rest) from a raw request target such as `/s3/bucket/a%20b?x=1`."""
     raw_path = raw_target.split("?", 1)[0].split("#", 1)[0]
     if len(raw_path) > MAX_PATH_BYTES:
         raise BadRequest(f"path longer than {MAX_PATH_BYTES} bytes")
     if not raw_path.startswith("/"):
         raise BadRequest("request target must be an absolute path")
     source_raw, _, rest_raw = raw_path[1:].partition("/")
-    return _decode(source_raw), checked_key(_decode(rest_raw))
+    return _decode(source_raw), rest_raw
+
+
+def object_key(raw_rest: str) -> str:
+    """The decoded, checked key of `/{source}/{key}` (a `%2F` is a `/` like any other)."""
+    return checked_key(_decode(raw_rest))
+
+
+def segments(raw_rest: str) -> list[str]:
+    """The path segments, each decoded on its own (so `refs%2Fpr%2F1` stays one segment) and checked."""
+    parts = [_decode(part) for part in raw_rest.split("/")]
+    for part in parts:
+        if "\0" in part:
+            raise BadRequest("path contains a NUL byte")
+        if ".." in part.split("/"):
+            raise BadRequest("path must not contain '..' segments")
+    return parts
 
 
 def checked_key(key: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+from concurrent.futures import Executor
 
 from aiohttp.abc import AbstractStreamWriter
 
@@ -30,8 +31,10 @@ class SendfileUnsupported(Exception):
 class Sender:
     """Sends file ranges on one response; `sent` counts payload bytes delivered to the socket."""
 
-    def __init__(self, transport: asyncio.Transport, writer: AbstractStreamWriter, use_sendfile: bool) -> None:
+    def __init__(self, transport: asyncio.Transport, writer: AbstractStreamWriter, use_sendfile: bool,
+                 io: Executor) -> None:
         self._transport = transport
+        self._io = io
         self._writer = writer
         self._use_sendfile = use_sendfile
         self._sock_fd: int | None = None
@@ -94,7 +97,7 @@ class Sender:
         loop = asyncio.get_running_loop()
         end = offset + count
         while offset < end:
-            piece = await loop.run_in_executor(None, os.pread, fd, min(FALLBACK_PIECE, end - offset), offset)
+            piece = await loop.run_in_executor(self._io, os.pread, fd, min(FALLBACK_PIECE, end - offset), offset)
             if not piece:
                 raise ConnectionResetError("file ended before the range was sent")
             await self._writer.write(piece)

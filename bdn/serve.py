@@ -1,10 +1,17 @@
-"""Write an object's bytes to a client: committed chunks by sendfile, chunks in flight as they land.
+"""Turn an object version into a response: conditionals and Range (RFC 9110), then the body.
 
-A response walks the chunks its range covers, in order. Before each chunk it makes sure the
-next `fill_concurrency` chunks of the range are on disk or being fetched (read-ahead), so a
-cold read keeps several upstream reads going while the client receives bytes in order. Once
-headers are out, an error can no longer become a status: the connection is aborted, so the
-client sees a short body and never one that looks complete.
+A body walks the chunks its range covers, in order: committed chunks go out by sendfile,
+chunks in flight as their fill lands them. Before each chunk the next `fill_concurrency`
+chunks of the range are made sure to be on disk or being fetched (read-ahead), so a cold read
+keeps several upstream reads going while the client receives bytes in order. Headers go out
+with the first byte, so a fill that fails before producing one still becomes a proper 502.
+Once headers are out, an error can no longer become a status: the connection is aborted, so
+the client sees a short body and never one that looks complete.
+
+Objects whose source gives a content digest (Hugging Face files) are trusted only once the
+whole object hashed to it: until then the last byte of a response is held back until the
+check passes (a mismatch aborts the response), and a range that stops short of the end waits
+for the check before its first byte.
 """
 
 from __future__ import annotations
@@ -15,44 +22,112 @@ import os
 from aiohttp import web
 
 from bdn.cache import ObjectCache, Version
-from bdn.errors import BdnError
+from bdn.errors import BdnError, PreconditionFailed, RangeNotSatisfiable
 from bdn.fill import ChunkFill
-from bdn.ranges import ByteRange
+from bdn.ranges import ByteRange, Unsatisfiable, if_range_allows, parse, unsatisfied_content_range
 from bdn.requestlog import record_of
 from bdn.sendfile import Sender
+from bdn.state import CACHE_KEY, CONFIG_KEY
 
 log = logging.getLogger("bdn.serve")
 
 
+def _etag_listed(header: str, etag: str, weak: bool) -> bool:
+    """Whether an If-Match/If-None-Match list names `etag` (RFC 9110 §8.8.3.2 comparison)."""
+    def bare(tag: str) -> str:
+        return tag[2:] if weak and tag.startswith("W/") else tag
+
+    listed = [tag.strip() for tag in header.split(",")]
+    return "*" in listed or any(bare(tag) == bare(etag) for tag in listed if tag)
+
+
+def _object_headers(version: Version) -> dict[str, str]:
+    info = version.info
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Type": info.content_type or "application/octet-stream",
+    }
+    if info.etag:
+        headers["ETag"] = info.etag
+    if info.last_modified:
+        headers["Last-Modified"] = info.last_modified
+    if version.stale:
+        headers["Warning"] = '110 bdn "Response is Stale"'
+    return headers
+
+
+def _check_preconditions(request: web.Request, version: Version) -> web.Response | None:
+    """412 or 304 when the request's conditions say so (RFC 9110 §13.2.2 order)."""
+    etag = version.info.etag
+    if_match = request.headers.get("If-Match")
+    if if_match is not None and not _etag_listed(if_match, etag, weak=False):
+        raise PreconditionFailed("If-Match does not match the object's ETag")
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and _etag_listed(if_none_match, etag, weak=True):
+        return web.Response(status=304, headers={"ETag": etag})
+    return None
+
+
+def _selected_range(request: web.Request, version: Version) -> ByteRange | None:
+    info = version.info
+    if not if_range_allows(request.headers.get("If-Range"), info.etag, info.last_modified):
+        return None
+    try:
+        return parse(request.headers.get("Range"), info.size)
+    except Unsatisfiable:
+        raise RangeNotSatisfiable(
+            f"range not satisfiable for {info.size} bytes",
+            headers={"Content-Range": unsatisfied_content_range(info.size)},
+        ) from None
+
+
+async def respond(request: web.Request, version: Version, extra_headers: dict[str, str]) -> web.StreamResponse:
+    """The whole answer to a GET or HEAD of `version`, with `extra_headers` added."""
+    cache = request.app[CACHE_KEY]
+    not_modified = _check_preconditions(request, version)
+    if not_modified is not None:
+        return not_modified
+    selected = _selected_range(request, version)
+    size = version.info.size
+    byte_range = selected or ByteRange(0, size)
+    headers = {**_object_headers(version), **extra_headers, "Content-Length": str(byte_range.length)}
+    record = record_of(request)
+    record.source = version.ref.source
+    record.cache = "HIT" if cache.complete(version, byte_range.start, byte_range.end) else "MISS"
+    headers["X-Cache"] = record.cache
+    if selected is not None:
+        headers["Content-Range"] = selected.content_range(size)
+    status = 206 if selected is not None else 200
+    if request.method == "HEAD" or byte_range.length == 0:
+        return web.Response(status=status, headers=headers)
+    config = request.app[CONFIG_KEY].cache
+    response = web.StreamResponse(status=status, headers=headers)
+    await stream_range(request, response, cache, version, byte_range, config.sendfile, config.fill_concurrency)
+    return response
+
+
 async def stream_range(request: web.Request, response: web.StreamResponse, cache: ObjectCache,
                        version: Version, byte_range: ByteRange, use_sendfile: bool, read_ahead: int) -> None:
-    """Send `byte_range` of `version` as the body of the not yet prepared `response`.
-
-    Headers go out with the first byte: if the first chunk's fill fails before producing one,
-    the error still becomes a proper status (a 502 with a JSON body) instead of an abort.
-    """
-    indices = version.chunk_indices(byte_range.start, byte_range.end, cache.chunk_bytes)
-    cache.prefetch(version, indices[:read_ahead])
-    fd, fill = _open(cache, version, indices[0])
+    """Send `byte_range` of `version` as the body of the not yet prepared `response`."""
+    checked = cache.verified(version)
+    if not checked and byte_range.end < version.info.size:
+        await cache.verify(version)  # the last byte cannot be held back: check before the first one
+        checked = True
+    body = ByteRange(byte_range.start, byte_range.end - (0 if checked else 1))
+    first = await _first_chunk(cache, version, body, read_ahead)
     sender: Sender | None = None
     try:
-        if fill is not None:
-            await fill.wait_beyond(byte_range.start - indices[0] * cache.chunk_bytes)
         writer = await response.prepare(request)
         transport = request.transport
         if transport is None or writer is None:
             raise ConnectionResetError("client went away before the body")
-        sender = Sender(transport, writer, use_sendfile)
+        sender = Sender(transport, writer, use_sendfile, cache.io)
         try:
-            for position, index in enumerate(indices):
-                if position:
-                    cache.prefetch(version, indices[position:position + read_ahead])
-                    fd, fill = _open(cache, version, index)
-                base = index * cache.chunk_bytes
-                low = max(byte_range.start, base) - base
-                high = min(byte_range.end, base + cache.chunk_bytes) - base
-                owned, fd = fd, -1  # _send_chunk closes it, whatever happens
-                await _send_chunk(owned, fill, sender, low, high)
+            opened, first = first, None
+            await _send_span(cache, version, sender, body, read_ahead, opened)
+            if not checked:
+                await cache.verify(version)
+                await _send_span(cache, version, sender, ByteRange(body.end, byte_range.end), read_ahead, None)
             await response.write_eof()
         except BdnError as exc:
             log.warning("aborting %s after %d of %d bytes: %s", request.path, sender.sent, byte_range.length,
@@ -60,22 +135,42 @@ async def stream_range(request: web.Request, response: web.StreamResponse, cache
             record_of(request).aborted = True
             transport.abort()
     finally:
-        if fd >= 0:
-            os.close(fd)
+        if first is not None:
+            os.close(first[0])
         if sender is not None:
             sender.close()
             record_of(request).bytes = sender.sent
 
 
-def _open(cache: ObjectCache, version: Version, index: int) -> tuple[int, ChunkFill | None]:
-    """An fd for reading one chunk now, and the fill still writing it (None once committed).
+async def _first_chunk(cache: ObjectCache, version: Version, span: ByteRange,
+                       read_ahead: int) -> tuple[int, ChunkFill | None] | None:
+    """The span's first chunk, opened, once its first wanted byte is there (so errors still become a status)."""
+    if span.length <= 0:
+        return None
+    indices = version.chunk_indices(span.start, span.end, cache.chunk_bytes)
+    cache.prefetch(version, indices[:read_ahead])
+    fd, fill = cache.open_chunk(version, indices[0])
+    if fill is not None:
+        try:
+            await fill.wait_beyond(span.start - indices[0] * cache.chunk_bytes)
+        except BaseException:
+            os.close(fd)
+            raise
+    return fd, fill
 
-    A fill's fd is duplicated at once: the fill may end (and close its own) at the next await.
-    """
-    chunk = cache.chunk(version, index)
-    if isinstance(chunk, int):
-        return chunk, None
-    return chunk.attach(), chunk
+
+async def _send_span(cache: ObjectCache, version: Version, sender: Sender, span: ByteRange, read_ahead: int,
+                     opened: tuple[int, ChunkFill | None] | None) -> None:
+    """Bytes of `span`, chunk by chunk with read-ahead; `opened` is its first chunk, already open (and owned)."""
+    indices = version.chunk_indices(span.start, span.end, cache.chunk_bytes)
+    for position, index in enumerate(indices):
+        if opened is None:
+            cache.prefetch(version, indices[position:position + read_ahead])
+            opened = cache.open_chunk(version, index)
+        base = index * cache.chunk_bytes
+        low, high = max(span.start, base) - base, min(span.end, base + cache.chunk_bytes) - base
+        (fd, fill), opened = opened, None
+        await _send_chunk(fd, fill, sender, low, high)
 
 
 async def _send_chunk(fd: int, fill: ChunkFill | None, sender: Sender, low: int, high: int) -> None:

@@ -7,10 +7,13 @@ for restart and `kill -9` tests. Every test runs on uvloop, as the daemon does.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # read when huggingface_hub is imported
+
 import dataclasses
 import hashlib
 import logging
-import os
 import signal
 import socket
 import subprocess

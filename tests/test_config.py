@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from bdn import config as cfg
-from bdn.config import ConfigError, HttpSourceConfig, S3SourceConfig, from_mapping, from_yaml, load
+from bdn.config import ConfigError, HfSourceConfig, HttpSourceConfig, S3SourceConfig, from_mapping, from_yaml, load
 from tests.conftest import ROOT, free_port
 
 # -- units ----------------------------------------------------------------------------------------
@@ -104,7 +104,10 @@ def test_embedded_default_loads() -> None:
     assert config.cache.chunk_bytes == 16 * 2**20
     assert config.cache.disk_bytes == 100 * 2**30
     assert config.cache.metadata_ttl == 60.0
-    assert set(config.sources) == {"s3"}
+    assert set(config.sources) == {"s3", "hf"}
+    hf = config.sources["hf"]
+    assert isinstance(hf, HfSourceConfig)
+    assert (hf.endpoint, hf.token_env) == ("https://huggingface.co", "HF_TOKEN")
     s3 = config.sources["s3"]
     assert isinstance(s3, S3SourceConfig)
     assert s3.anonymous is True

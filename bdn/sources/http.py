@@ -39,14 +39,60 @@ def _check_identity(response: aiohttp.ClientResponse, what: str) -> None:
         raise UpstreamError(f"upstream sent Content-Encoding {encoding!r} for {what}")
 
 
+async def checked_range_get(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
+                            start: int, end: int, size: int, what: str) -> AsyncIterator[bytes]:
+    """Stream bytes [start, end) of a `size`-byte object from `url`, checking the answer strictly.
+
+    Anything but a 206 with exactly `bytes start-(end-1)/size`, identity encoding and exactly
+    `end - start` body bytes raises; redirects are never followed.
+    """
+    expected = f"bytes {start}-{end - 1}/{size}"
+    try:
+        async with session.get(url, headers={**headers, "Range": f"bytes={start}-{end - 1}"},
+                               allow_redirects=False) as response:
+            if response.status != 206:
+                if response.status == 200:
+                    raise UpstreamError(f"upstream answered 200 to a Range request for {what}")
+                raise _status_error(response.status, what)
+            _check_identity(response, what)
+            content_range = response.headers.get("Content-Range")
+            if content_range != expected:
+                raise UpstreamError(f"upstream sent Content-Range {content_range!r} for {expected!r}")
+            length = response.headers.get("Content-Length")
+            if length not in (None, str(end - start)):
+                raise UpstreamError(f"upstream announced {length} bytes for {end - start}")
+            received = 0
+            async for piece in response.content.iter_chunked(READ_PIECE):
+                received += len(piece)
+                if received > end - start:
+                    raise UpstreamError(f"upstream sent more than {end - start} bytes")
+                yield piece
+            if received != end - start:
+                raise UpstreamError(f"upstream body ended at {received} of {end - start} bytes")
+    except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+        raise UpstreamUnreachable(f"upstream failed mid-read for {what}: {type(exc).__name__}") from None
+
+
+def client_session(timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+    """bdn's upstream session: identity encoding, no decompression, its own User-Agent."""
+    return aiohttp.ClientSession(
+        timeout=timeout,
+        auto_decompress=False,
+        headers={"User-Agent": f"bdn/{__version__}", "Accept-Encoding": "identity"},
+        connector=aiohttp.TCPConnector(limit=64),
+    )
+
+
+def upstream_timeout(upstream: UpstreamConfig) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, connect=upstream.connect_timeout, sock_read=upstream.read_timeout)
+
+
 class HttpSource:
     """One configured HTTP origin; see the module docstring."""
 
     def __init__(self, config: HttpSourceConfig, upstream: UpstreamConfig) -> None:
         self._base = config.base_url
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=upstream.connect_timeout, sock_read=upstream.read_timeout
-        )
+        self._timeout = upstream_timeout(upstream)
         self._session: aiohttp.ClientSession | None = None
 
     def _url(self, path: str) -> str:
@@ -54,12 +100,7 @@ class HttpSource:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout,
-                auto_decompress=False,
-                headers={"User-Agent": f"bdn/{__version__}", "Accept-Encoding": "identity"},
-                connector=aiohttp.TCPConnector(limit=64),
-            )
+            self._session = client_session(self._timeout)
         return self._session
 
     async def stat(self, path: str) -> ObjectInfo:
@@ -85,41 +126,17 @@ class HttpSource:
             content_type=headers.get("Content-Type"),
         )
 
-    def _pin_headers(self, info: ObjectInfo, start: int, end: int) -> dict[str, str]:
-        headers = {"Range": f"bytes={start}-{end - 1}"}
+    def _pin_headers(self, info: ObjectInfo) -> dict[str, str]:
+        headers = {}
         if info.etag and not info.etag.startswith("W/"):
             headers["If-Match"] = info.etag
         elif info.last_modified:
             headers["If-Unmodified-Since"] = info.last_modified
         return headers
 
-    async def read(self, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
-        expected = f"bytes {start}-{end - 1}/{info.size}"
-        try:
-            async with self._client().get(
-                self._url(path), headers=self._pin_headers(info, start, end), allow_redirects=False
-            ) as response:
-                if response.status != 206:
-                    if response.status == 200:
-                        raise UpstreamError(f"upstream answered 200 to a Range request for {path}")
-                    raise _status_error(response.status, path)
-                _check_identity(response, path)
-                content_range = response.headers.get("Content-Range")
-                if content_range != expected:
-                    raise UpstreamError(f"upstream sent Content-Range {content_range!r} for {expected!r}")
-                length = response.headers.get("Content-Length")
-                if length not in (None, str(end - start)):
-                    raise UpstreamError(f"upstream announced {length} bytes for {end - start}")
-                received = 0
-                async for piece in response.content.iter_chunked(READ_PIECE):
-                    received += len(piece)
-                    if received > end - start:
-                        raise UpstreamError(f"upstream sent more than {end - start} bytes")
-                    yield piece
-                if received != end - start:
-                    raise UpstreamError(f"upstream body ended at {received} of {end - start} bytes")
-        except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientError, ConnectionError) as exc:
-            raise UpstreamUnreachable(f"upstream failed mid-read for {path}: {type(exc).__name__}") from None
+    def read(self, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        headers = self._pin_headers(info)
+        return checked_range_get(self._client(), self._url(path), headers, start, end, info.size, path)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -149,6 +149,14 @@ class DiskTier:
         self._db.execute("INSERT OR REPLACE INTO chunks (name, size, atime) VALUES (?, ?, ?)",
                          (name, size, time.time()))
 
+    async def remove(self, names: list[str]) -> None:
+        """Drop committed chunks (their bytes proved wrong)."""
+        victims = [name for name in names if name in self._chunks]
+        for name in victims:
+            self.used_bytes -= self._chunks.pop(name)
+            self._touched.pop(name, None)
+        await self._run(lambda: self._delete_blocking(victims))
+
     def discard(self, temp: Path) -> None:
         """Forget a temp file whose fill failed (never committed)."""
         temp.unlink(missing_ok=True)

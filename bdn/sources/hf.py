@@ -1,0 +1,196 @@
+"""A Hugging Face Hub as an upstream: huggingface_hub for metadata, bdn's own aiohttp session for bytes.
+
+huggingface_hub does what it is made for: revision resolution, repo and file metadata (size,
+LFS sha256, commit), URL building, token handling and the Hub's error types, each call run in
+a worker thread (the library is synchronous). Bytes are read with Range from the file's
+location, following the Hub's redirect to its storage host; that signed URL is remembered in
+memory only, refreshed when it expires, and never part of a cache key.
+
+Objects are named by commit: a cache path is `{type}s/{repo_id}@{sha}/{filename}`, so every
+object this source serves is immutable. bdn's own token (from `token_env`) is sent to the
+Hub only, never to a storage host on another origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx2
+from huggingface_hub import HfApi, hf_hub_url
+from huggingface_hub import errors as hf_errors
+from huggingface_hub.file_download import get_hf_file_metadata
+from huggingface_hub.hf_api import RepoFile, RepoFolder
+
+from bdn.config import HfSourceConfig, UpstreamConfig
+from bdn.errors import BadRequest, Forbidden, HubError, NotFound, UpstreamError, UpstreamUnreachable
+from bdn.objects import ObjectInfo
+from bdn.sources.http import checked_range_get, client_session, upstream_timeout
+
+T = TypeVar("T")
+HUB_THREADS = 16  # concurrent metadata calls to the Hub
+REPO_TYPES = ("model", "dataset", "space")
+COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of one commit of one repo."""
+
+    repo_type: str
+    repo_id: str
+    sha: str
+    filename: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.repo_type}s/{self.repo_id}@{self.sha}/{self.filename}"
+
+    @classmethod
+    def from_path(cls, path: str) -> HubFile:
+        kind, _, rest = path.partition("s/")
+        repo_id, _, rest = rest.partition("@")
+        sha, _, filename = rest.partition("/")
+        return cls(kind, repo_id, sha, filename)
+
+
+def check_repo(repo_type: str, repo_id: str) -> None:
+    if repo_type not in REPO_TYPES or not _REPO_ID.match(repo_id) or ".." in repo_id:
+        raise BadRequest(f"not a repo id: {repo_id!r}")
+
+
+def hub_error(exc: Exception, what: str) -> Exception:
+    """The bdn error for a huggingface_hub failure, keeping the Hub's X-Error-Code headers."""
+    response = getattr(exc, "response", None)
+    if isinstance(exc, hf_errors.HfHubHTTPError) and response is not None:
+        status = response.status_code
+        headers = {name: response.headers[name] for name in ("X-Error-Code", "X-Error-Message")
+                   if name in response.headers}
+        if status in (401, 403, 404) or "X-Error-Code" in headers:
+            if "X-Repo-Commit" in response.headers:
+                headers["X-Repo-Commit"] = response.headers["X-Repo-Commit"]
+            return HubError(status, f"{what}: {headers.get('X-Error-Message', 'refused by the Hub')}", headers)
+        return UpstreamError(f"the Hub answered {status} for {what}")
+    if isinstance(exc, (httpx2.TransportError, OSError, TimeoutError)):
+        return UpstreamUnreachable(f"the Hub is unreachable for {what}: {type(exc).__name__}")
+    return UpstreamError(f"the Hub failed for {what}: {type(exc).__name__}")
+
+
+def tree_entry(entry: RepoFile | RepoFolder) -> dict[str, Any]:
+    """A tree/paths-info entry as the Hub's JSON has it, without `xetHash` (PROTOCOLS.md 1.9)."""
+    if isinstance(entry, RepoFolder):
+        return {"type": "directory", "oid": entry.tree_id, "path": entry.path, "size": 0}
+    item: dict[str, Any] = {"type": "file", "oid": entry.blob_id, "size": entry.size, "path": entry.path}
+    if entry.lfs is not None:
+        item["lfs"] = {"oid": entry.lfs.sha256, "size": entry.lfs.size, "pointerSize": entry.lfs.pointer_size}
+    return item
+
+
+class HfSource:
+    """One configured Hub; see the module docstring."""
+
+    def __init__(self, config: HfSourceConfig, upstream: UpstreamConfig) -> None:
+        self.endpoint = config.endpoint
+        self.auth_ttl = config.auth_ttl
+        token = os.environ.get(config.token_env) if config.token_env else None
+        self._token: str | bool = token or False  # False: never look for a token of the machine's user
+        self._api = HfApi(endpoint=self.endpoint, token=self._token, library_name="bdn")
+        self._timeout = upstream_timeout(upstream)
+        self._session: Any = None
+        self._locations: dict[str, str] = {}  # cache path → where its bytes are (a signed URL, in memory only)
+        # huggingface_hub is synchronous: its calls get threads of their own, so they never wait
+        # behind (or starve) other users of the loop's default executor.
+        self._threads = ThreadPoolExecutor(max_workers=HUB_THREADS, thread_name_prefix="bdn-hf")
+
+    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._threads, fn)
+        except (hf_errors.HfHubHTTPError, httpx2.TransportError, OSError, TimeoutError) as exc:
+            raise hub_error(exc, what) from None
+
+    # -- repo-level metadata, used by the Hub-facing routes ------------------------------------
+
+    async def repo_info(self, repo_type: str, repo_id: str, revision: str | None,
+                        token: str | bool | None = None) -> dict[str, Any]:
+        """The fields of /api/{type}s/{repo}[/revision/{rev}] that clients read."""
+        info = await self._call(f"{repo_type} {repo_id}", lambda: self._api.repo_info(
+            repo_id, revision=revision, repo_type=repo_type, token=self._token if token is None else token))
+        gated = getattr(info, "gated", False)
+        siblings = [{"rfilename": s.rfilename} for s in (getattr(info, "siblings", None) or [])]
+        return {"id": info.id, "sha": info.sha, "private": bool(info.private), "gated": gated,
+                "siblings": siblings}
+
+    async def auth_check(self, repo_type: str, repo_id: str, token: str | None) -> None:
+        """Raise the Hub's own error unless `token` (a client's) may read the repo."""
+        await self._call(f"{repo_type} {repo_id}", lambda: self._api.auth_check(
+            repo_id, repo_type=repo_type, token=token or False))
+
+    async def tree(self, repo_type: str, repo_id: str, sha: str, path: str | None,
+                   recursive: bool) -> list[dict[str, Any]]:
+        entries = await self._call(f"{repo_type} {repo_id}", lambda: list(self._api.list_repo_tree(
+            repo_id, path_in_repo=path, recursive=recursive, revision=sha, repo_type=repo_type)))
+        return [tree_entry(entry) for entry in entries]
+
+    async def paths_info(self, repo_type: str, repo_id: str, sha: str, paths: list[str]) -> list[dict[str, Any]]:
+        entries = await self._call(f"{repo_type} {repo_id}", lambda: self._api.get_paths_info(
+            repo_id, paths, revision=sha, repo_type=repo_type))
+        return [tree_entry(entry) for entry in entries]
+
+    # -- the Source protocol --------------------------------------------------------------------
+
+    async def stat(self, path: str) -> ObjectInfo:
+        file = HubFile.from_path(path)
+        url = hf_hub_url(file.repo_id, file.filename, repo_type=file.repo_type, revision=file.sha,
+                         endpoint=self.endpoint)
+        meta = await self._call(f"{file.repo_id}/{file.filename}",
+                                lambda: get_hf_file_metadata(url, token=self._token, endpoint=self.endpoint))
+        if meta.size is None or not meta.etag:
+            raise UpstreamError(f"the Hub gave no size or ETag for {file.repo_id}/{file.filename}")
+        self._locations[path] = meta.location
+        digest = f"sha256:{meta.etag}" if _SHA256.match(meta.etag) else None
+        if digest is None and re.fullmatch(r"[0-9a-f]{40}", meta.etag):
+            digest = f"git-sha1:{meta.etag}"
+        return ObjectInfo(size=meta.size, etag=f'"{meta.etag}"', digest=digest)
+
+    async def read(self, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        location = self._locations.get(path) or await self._locate(path)
+        try:
+            async for piece in self._get(location, path, info, start, end):
+                yield piece
+        except (Forbidden, NotFound):
+            # A signed storage URL that expired answers 403/404 before any byte: learn it again, once.
+            async for piece in self._get(await self._locate(path), path, info, start, end):
+                yield piece
+
+    async def _locate(self, path: str) -> str:
+        await self.stat(path)
+        return self._locations[path]
+
+    def _get(self, location: str, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        headers = {}
+        if self._token and _same_origin(location, self.endpoint):
+            headers["Authorization"] = f"Bearer {self._token}"
+        return checked_range_get(self._client(), location, headers, start, end, info.size, path)
+
+    def _client(self) -> Any:
+        if self._session is None:
+            self._session = client_session(self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _same_origin(url: str, other: str) -> bool:
+    a, b = urlsplit(url), urlsplit(other)
+    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
