@@ -10,7 +10,6 @@ ETag is a new version with new chunk names. An unreachable upstream is survived
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from bdn.digests import Hasher, hasher_for
 from bdn.errors import UpstreamError
 from bdn.fill import ChunkFill, Fills
 from bdn.flight import SingleFlight
@@ -46,7 +46,7 @@ class Version:
         return range(start // chunk_bytes, (end - 1) // chunk_bytes + 1)
 
 
-def _hash_file(hasher: Any, fd: int, length: int) -> None:
+def _hash_file(hasher: Hasher, fd: int, length: int) -> None:
     """Feed `length` bytes of `fd` from offset 0 to `hasher` (runs in a thread; hashlib drops the GIL)."""
     offset = 0
     while offset < length:
@@ -82,12 +82,12 @@ class ObjectCache:
             return (await self.sources[ref.source].stat(ref.path)).to_json()
 
         def servable(known: dict[str, Any]) -> bool:
-            return self.complete(self._version(ref, ObjectInfo.from_json(known)))
+            return self.complete(self.version_of(ref, ObjectInfo.from_json(known)))
 
         value, stale = await self.metadata.get(ref.key, stat, None if immutable else self.metadata_ttl, servable)
-        return self._version(ref, ObjectInfo.from_json(value), stale)
+        return self.version_of(ref, ObjectInfo.from_json(value), stale)
 
-    def _version(self, ref: ObjectRef, info: ObjectInfo, stale: bool = False) -> Version:
+    def version_of(self, ref: ObjectRef, info: ObjectInfo, stale: bool = False) -> Version:
         return Version(ref, info, version_id(ref, info), stale)
 
     def complete(self, version: Version, start: int = 0, end: int | None = None) -> bool:
@@ -137,9 +137,8 @@ class ObjectCache:
             await self._checks.do(version.id, lambda: self._verify(version))
 
     async def _verify(self, version: Version) -> None:
-        algorithm, _, expected = (version.info.digest or "").partition(":")
         size = version.info.size
-        hasher = hashlib.sha256() if algorithm == "sha256" else hashlib.sha1(b"blob %d\0" % size)
+        hasher, expected = hasher_for(version.info.digest or "", size)
         indices = version.chunk_indices(0, size, self.chunk_bytes)
         self.prefetch(version, indices)
         for index in indices:
@@ -153,10 +152,10 @@ class ObjectCache:
                 os.close(fd)
         if hasher.hexdigest() != expected:
             self.checksum_failures += 1
-            log.error("checksum mismatch for %s/%s: expected %s, got %s:%s; dropping its chunks",
-                      version.ref.source, version.ref.path, version.info.digest, algorithm, hasher.hexdigest())
+            log.error("checksum mismatch for %s/%s: expected %s, got %s; dropping its chunks",
+                      version.ref.source, version.ref.path, version.info.digest, hasher.hexdigest())
             await self.disk.remove([chunk_name(version.id, index) for index in indices])
-            raise UpstreamError(f"{version.ref.path} does not match its {algorithm} digest upstream")
+            raise UpstreamError(f"{version.ref.path} does not match its digest upstream")
         await self.metadata.put(self._verified_key(version), {"digest": version.info.digest})
 
     @staticmethod

@@ -80,11 +80,23 @@ class HfSourceConfig:
     auth_ttl: float = 60.0  # seconds a client token's access to a private/gated repo is trusted
 
 
-SourceConfig = S3SourceConfig | HttpSourceConfig | HfSourceConfig
-_SOURCE_TYPES: dict[str, type[S3SourceConfig] | type[HttpSourceConfig] | type[HfSourceConfig]] = {
+@dataclass(frozen=True)
+class GcsSourceConfig:
+    """`{type: gcs}`: Google Cloud Storage through gcsfs; `json_api` also serves the JSON API at `/`."""
+
+    type: Literal["gcs"] = "gcs"
+    endpoint_url: str | None = None  # None: Google's own; an emulator's URL in tests
+    token: str = "google_default"  # what gcsfs accepts: anon, google_default, a service-account file path
+    project: str | None = None
+    json_api: bool = False  # serve /storage/v1/... and /download/storage/v1/... at the root for gcsfs clients
+
+
+SourceConfig = S3SourceConfig | HttpSourceConfig | HfSourceConfig | GcsSourceConfig
+_SOURCE_TYPES: dict[str, type[SourceConfig]] = {
     "s3": S3SourceConfig,
     "http": HttpSourceConfig,
     "hf": HfSourceConfig,
+    "gcs": GcsSourceConfig,
 }
 
 
@@ -98,6 +110,12 @@ class Config:
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
     log_level: str = "info"
+
+    @property
+    def json_api_source(self) -> str | None:
+        """The `gcs` source that serves the GCS JSON API at `/`, if any."""
+        return next((name for name, source in self.sources.items()
+                     if isinstance(source, GcsSourceConfig) and source.json_api), None)
 
 
 DEFAULT_YAML = """\
@@ -249,6 +267,14 @@ def _parse_source(key: str, raw: Mapping[str, Any]) -> SourceConfig:
             token_env=None if token_env is None else _string(f"{key}.token_env", token_env),
             auth_ttl=parse_duration(*value("auth_ttl")),
         )
+    if kind == "gcs":
+        endpoint_url, project = raw.get("endpoint_url"), raw.get("project")
+        return GcsSourceConfig(
+            endpoint_url=None if endpoint_url is None else _url(f"{key}.endpoint_url", endpoint_url),
+            token=_string(f"{key}.token", raw.get("token", "google_default")),
+            project=None if project is None else _string(f"{key}.project", project),
+            json_api=_boolean(f"{key}.json_api", raw.get("json_api", False)),
+        )
     region = raw.get("region")
     endpoint = raw.get("endpoint_url")
     return S3SourceConfig(
@@ -260,6 +286,9 @@ def _parse_source(key: str, raw: Mapping[str, Any]) -> SourceConfig:
 
 def _parse_sources(raw: Mapping[str, Any]) -> dict[str, SourceConfig]:
     sources: dict[str, SourceConfig] = {}
+    json_api = [name for name, body in raw.items() if isinstance(body, Mapping) and body.get("json_api")]
+    if len(json_api) > 1:
+        raise ConfigError(f"sources.{json_api[1]}.json_api: only one source can serve the GCS JSON API at /")
     for name, body in raw.items():
         key = f"sources.{name}"
         if not isinstance(name, str) or not _SOURCE_NAME.match(name) or name in RESERVED_NAMES:

@@ -7,8 +7,10 @@ VersionId together, so bytes of two versions of one key can never be mixed or co
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from bdn.errors import BadRequest
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,8 @@ class ObjectInfo:
     last_modified: str | None = None  # HTTP-date, as sent
     version_id: str | None = None
     content_type: str | None = None
-    digest: str | None = None  # "sha256:<hex>" or "git-sha1:<hex>": checked before the object is trusted
+    digest: str | None = None  # "algorithm:hex" (see bdn.digests): checked before the object is trusted
+    attributes: dict[str, Any] | None = field(default=None, compare=False)  # source-specific, passed to clients
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,6 +44,14 @@ class ObjectInfo:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ObjectInfo:
         return cls(**data)
+
+
+def split_bucket_key(path: str) -> tuple[str, str]:
+    """`bucket/key/with/slashes` → ("bucket", "key/with/slashes"); both parts must be there."""
+    bucket, _, key = path.partition("/")
+    if not bucket or not key:
+        raise BadRequest("object paths are /{source}/{bucket}/{key}")
+    return bucket, key
 
 
 def version_id(ref: ObjectRef, info: ObjectInfo) -> str:

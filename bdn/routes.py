@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bdn import hubapi
+from bdn import gcsapi, hubapi
 from bdn.config import HfSourceConfig
 from bdn.errors import NotFound
 from bdn.objects import ObjectRef
@@ -31,7 +31,10 @@ async def readyz(request: web.Request) -> web.Response:
 async def get_object(request: web.Request) -> web.StreamResponse:
     """GET/HEAD (and the Hub's POSTs) under `/{source}/`, dispatched by the source's type."""
     source, raw_rest = split_target(request.raw_path)
-    source_config = request.app[CONFIG_KEY].sources.get(source)
+    config = request.app[CONFIG_KEY]
+    if source in ("storage", "download") and config.json_api_source is not None:
+        return await gcsapi.handle(request, config.json_api_source, f"{source}/{raw_rest}")
+    source_config = config.sources.get(source)
     if source_config is None:
         raise NotFound(f"no source named {source!r}")
     if isinstance(source_config, HfSourceConfig):

@@ -81,8 +81,13 @@ def _selected_range(request: web.Request, version: Version) -> ByteRange | None:
         ) from None
 
 
-async def respond(request: web.Request, version: Version, extra_headers: dict[str, str]) -> web.StreamResponse:
-    """The whole answer to a GET or HEAD of `version`, with `extra_headers` added."""
+async def respond(request: web.Request, version: Version, extra_headers: dict[str, str],
+                  whole_object_headers: dict[str, str] | None = None) -> web.StreamResponse:
+    """The whole answer to a GET or HEAD of `version`, with `extra_headers` added.
+
+    `whole_object_headers` (whole-object checksums) are added only to answers that carry the
+    whole object with 200: a client checks them against the body (PROTOCOLS.md 2.4, 3.6).
+    """
     cache = request.app[CACHE_KEY]
     not_modified = _check_preconditions(request, version)
     if not_modified is not None:
@@ -97,6 +102,8 @@ async def respond(request: web.Request, version: Version, extra_headers: dict[st
     headers["X-Cache"] = record.cache
     if selected is not None:
         headers["Content-Range"] = selected.content_range(size)
+    elif whole_object_headers:
+        headers.update(whole_object_headers)
     status = 206 if selected is not None else 200
     if request.method == "HEAD" or byte_range.length == 0:
         return web.Response(status=status, headers=headers)

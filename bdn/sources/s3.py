@@ -20,8 +20,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from bdn.config import S3SourceConfig, UpstreamConfig
-from bdn.errors import BadRequest, Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
-from bdn.objects import ObjectInfo
+from bdn.errors import Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
+from bdn.objects import ObjectInfo, split_bucket_key
 
 READ_PIECE = 256 * 1024
 _NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket", "NoSuchVersion"}
@@ -36,13 +36,6 @@ _UNREACHABLE = (
     asyncio.TimeoutError,
     ConnectionError,
 )
-
-
-def split_bucket_key(path: str) -> tuple[str, str]:
-    bucket, _, key = path.partition("/")
-    if not bucket or not key:
-        raise BadRequest("S3 paths are /{source}/{bucket}/{key}")
-    return bucket, key
 
 
 def _translate(exc: Exception, what: str) -> Exception:

@@ -1,0 +1,128 @@
+"""Google Cloud Storage through gcsfs's async API, one filesystem object per source.
+
+Paths are `{bucket}/{object}`. The object's `generation` is its version (part of the cache
+key), and reads are pinned to it (`?generation=` on the media URL), so a new generation never
+mixes with cached chunks of an old one. The object's md5 (or, for composite objects, crc32c)
+becomes the digest the whole object is checked against before it is trusted.
+
+gcsfs's Storage Control gRPC probe (PROTOCOLS.md 3.2) is avoided by using the core
+`GCSFileSystem` class, which speaks only the JSON API.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from bdn.config import GcsSourceConfig, UpstreamConfig
+from bdn.digests import from_base64
+from bdn.errors import Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
+from bdn.objects import ObjectInfo, split_bucket_key
+from bdn.sources.http import checked_range_get, upstream_timeout
+
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+from gcsfs.core import GCSFileSystem  # imported after the switch above
+from gcsfs.retry import validate_response
+
+# Object resource fields passed through to JSON API clients (PROTOCOLS.md 3.5).
+RESOURCE_FIELDS = ("name", "bucket", "size", "generation", "metageneration", "contentType", "md5Hash", "crc32c",
+                   "etag", "updated", "timeCreated", "storageClass", "componentCount", "metadata")
+
+
+def http_date(rfc3339: str | None) -> str | None:
+    if not rfc3339:
+        return None
+    return email.utils.format_datetime(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")), usegmt=True)
+
+
+def _translate(exc: Exception, what: str) -> Exception:
+    if isinstance(exc, FileNotFoundError):
+        return NotFound(f"{what} does not exist upstream")
+    if isinstance(exc, PermissionError) or (isinstance(exc, OSError) and str(exc).startswith("Forbidden")):
+        return Forbidden(f"upstream refused access to {what}")
+    if isinstance(exc, (aiohttp.ClientError, TimeoutError, ConnectionError)):
+        return UpstreamUnreachable(f"upstream unreachable for {what}: {type(exc).__name__}")
+    return UpstreamError(f"upstream failed for {what}: {type(exc).__name__}")
+
+
+class GcsSource:
+    """One configured GCS endpoint; see the module docstring."""
+
+    def __init__(self, config: GcsSourceConfig, upstream: UpstreamConfig) -> None:
+        self._config = config
+        self._upstream = upstream
+        self._fs: Any = None
+
+    async def filesystem(self) -> Any:
+        if self._fs is None:
+            fs = GCSFileSystem(
+                token=self._config.token, endpoint_url=self._config.endpoint_url, project=self._config.project,
+                asynchronous=True, skip_instance_cache=True, requests_timeout=self._upstream.read_timeout,
+                session_kwargs={"timeout": upstream_timeout(self._upstream)},
+            )
+            await fs._set_session()
+            self._fs = fs
+        return self._fs
+
+    async def call(self, what: str, path: str, *args: str, **params: Any) -> dict[str, Any]:
+        """A JSON API GET (`path` like `b/{}/o/{}`, formatted with quoted `args`) → its JSON.
+
+        Sent once on gcsfs's session with its auth headers, but without gcsfs's own retry loop
+        (up to 6 attempts with backoff): a pod must hear of an unreachable upstream in seconds.
+        """
+        fs = await self.filesystem()
+        try:
+            async with fs.session.get(fs._format_path(path, args), params=params,
+                                      headers=fs._get_headers(None)) as response:
+                content = await response.read()
+                validate_response(response.status, content, path, args)
+                result: dict[str, Any] = json.loads(content)
+        except Exception as exc:
+            raise _translate(exc, what) from None
+        return result
+
+    async def resource(self, path: str, generation: str | None = None) -> dict[str, Any]:
+        """The object resource JSON (size, generation, hashes, ...) of `{bucket}/{object}`."""
+        bucket, key = split_bucket_key(path)
+        params = {"generation": generation} if generation else {}
+        return await self.call(path, "b/{}/o/{}", bucket, key, **params)
+
+    async def stat(self, path: str) -> ObjectInfo:
+        return self.info(await self.resource(path))
+
+    @staticmethod
+    def info(resource: dict[str, Any]) -> ObjectInfo:
+        digest = None
+        if resource.get("md5Hash"):
+            digest = from_base64("md5", resource["md5Hash"])
+        elif resource.get("crc32c"):
+            digest = from_base64("crc32c", resource["crc32c"])
+        kept = {name: resource[name] for name in RESOURCE_FIELDS if name in resource}
+        return ObjectInfo(
+            size=int(resource["size"]),
+            etag=f'"{resource.get("etag", resource["generation"])}"',
+            last_modified=http_date(resource.get("updated")),
+            version_id=str(resource["generation"]),
+            content_type=resource.get("contentType"),
+            digest=digest,
+            attributes=kept,
+        )
+
+    async def read(self, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        fs = await self.filesystem()
+        url = fs.url(path, generation=info.version_id)
+        try:
+            async for piece in checked_range_get(fs.session, url, fs._get_headers(None), start, end, info.size, path):
+                yield piece
+        except NotFound:
+            raise VersionChanged(f"generation {info.version_id} of {path} is gone upstream") from None
+
+    async def close(self) -> None:
+        if self._fs is not None and self._fs.session is not None:
+            await self._fs.session.close()

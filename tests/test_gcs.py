@@ -1,0 +1,208 @@
+"""GCS through bdn: `/gcs/{bucket}/{object}`, and gcsfs pointed at bdn's root JSON API, against fake-gcs-server."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from bdn.state import CACHE_KEY
+from tests.conftest import Bdn, MiB, StartBdn, sha256
+from tests.proxy import CountingProxy
+
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+import gcsfs
+
+_BUCKETS = itertools.count()
+NAMES = ["plain.bin", "dir/sub/deep.bin", "with space.bin", "ünïcødé/模型.bin", "a+b=c&d.bin"]
+
+
+class Gcs:
+    """A fresh bucket on fake-gcs-server, seeded over its JSON API."""
+
+    def __init__(self, url: str, http: aiohttp.ClientSession) -> None:
+        self.url = url
+        self.http = http
+        self.bucket = f"bkt{os.getpid()}-{next(_BUCKETS)}"
+
+    async def create(self) -> None:
+        async with self.http.post(f"{self.url}/storage/v1/b", json={"name": self.bucket}) as response:
+            assert response.status == 200, await response.text()
+
+    async def put(self, name: str, data: bytes) -> dict[str, Any]:
+        url = f"{self.url}/upload/storage/v1/b/{self.bucket}/o?uploadType=media&name={quote(name, safe='')}"
+        async with self.http.post(url, data=data, headers={"Content-Type": "application/octet-stream"}) as response:
+            assert response.status == 200, await response.text()
+            resource: dict[str, Any] = await response.json()
+            return resource
+
+
+@pytest.fixture
+async def gcs(gcs_url: str, http: aiohttp.ClientSession) -> Gcs:
+    store = Gcs(gcs_url, http)
+    await store.create()
+    return store
+
+
+@pytest.fixture
+async def gcs_proxy(gcs_url: str) -> AsyncIterator[CountingProxy]:
+    counting = CountingProxy(gcs_url)
+    await counting.start()
+    yield counting
+    await counting.stop()
+
+
+async def start_gcs_node(start_bdn: StartBdn, endpoint: str, **cache: Any) -> Bdn:
+    return await start_bdn({"gcs": {"type": "gcs", "endpoint_url": endpoint, "token": "anon", "json_api": True,
+                                  "project": "test"}},
+                           **cache)
+
+
+def media_gets(proxy: CountingProxy) -> list[str | None]:
+    return [entry.range for entry in proxy.log if entry.method == "GET" and "/download/" in entry.path]
+
+
+async def test_whole_and_range_reads_match(start_bdn: StartBdn, gcs: Gcs, gcs_proxy: CountingProxy,
+                                           http: aiohttp.ClientSession) -> None:
+    bodies = {name: os.urandom(size) for name, size in zip(NAMES, (0, 1000, MiB, 2 * MiB + 7, 3 * MiB), strict=True)}
+    for name, body in bodies.items():
+        await gcs.put(name, body)
+    node = await start_gcs_node(start_bdn, gcs_proxy.url)
+    for name, body in bodies.items():
+        url = f"{node.url}/gcs/{gcs.bucket}/{quote(name)}"
+        for _ in ("cold", "warm"):
+            async with http.get(url) as response:
+                assert response.status == 200, name
+                assert sha256(await response.read()) == sha256(body), name
+        if len(body) > 10:
+            start, end = len(body) // 3, len(body) - 3
+            async with http.get(url, headers={"Range": f"bytes={start}-{end}"}) as response:
+                assert response.status == 206
+                assert await response.read() == body[start:end + 1]
+            async with http.get(url, headers={"Range": "bytes=-5"}) as response:
+                assert await response.read() == body[-5:]
+    async with http.get(f"{node.url}/gcs/{gcs.bucket}/missing.bin") as response:
+        assert response.status == 404
+
+
+async def test_gcsfs_through_bdn_matches_direct_reads(start_bdn: StartBdn, gcs: Gcs, gcs_url: str) -> None:
+    bodies = {name: os.urandom(MiB + 100 * i) for i, name in enumerate(NAMES)}
+    for name, body in bodies.items():
+        await gcs.put(name, body)
+    node = await start_gcs_node(start_bdn, gcs_url)
+
+    def read_all(endpoint: str) -> dict[str, Any]:
+        fs = gcsfs.GCSFileSystem(token="anon", endpoint_url=endpoint, project="test", skip_instance_cache=True)
+        out: dict[str, Any] = {}
+        for name in NAMES:
+            path = f"{gcs.bucket}/{name}"
+            info = fs.info(path)
+            with fs.open(path, "rb") as handle:
+                handle.seek(1000)
+                middle = handle.read(5000)
+            out[name] = (info["size"], info["generation"], sha256(fs.cat_file(path)),
+                         fs.cat_file(path, start=10, end=20000), middle)
+        out["listing"] = sorted(fs.ls(gcs.bucket, detail=False))
+        return out
+
+    direct = await asyncio.to_thread(read_all, gcs_url)
+    through = await asyncio.to_thread(read_all, node.url)
+    assert through == direct
+    assert direct["plain.bin"][2] == sha256(bodies["plain.bin"])
+
+
+async def test_32_concurrent_cold_reads_fetch_each_chunk_once(start_bdn: StartBdn, gcs: Gcs,
+                                                              gcs_proxy: CountingProxy,
+                                                              http: aiohttp.ClientSession) -> None:
+    body = os.urandom(16 * MiB + 5)
+    await gcs.put("big.bin", body)
+    node = await start_gcs_node(start_bdn, gcs_proxy.url)
+
+    async def read() -> str:
+        async with http.get(f"{node.url}/gcs/{gcs.bucket}/big.bin") as response:
+            assert response.status == 200
+            return sha256(await response.read())
+
+    assert set(await asyncio.gather(*(read() for _ in range(32)))) == {sha256(body)}
+    expected = [f"bytes={i}-{min(i + MiB, len(body)) - 1}" for i in range(0, len(body), MiB)]
+    assert sorted(media_gets(gcs_proxy), key=lambda r: int((r or "=0").split("=")[1].split("-")[0])) == expected
+
+
+async def test_new_generation_served_after_ttl(start_bdn: StartBdn, gcs: Gcs, gcs_proxy: CountingProxy,
+                                               http: aiohttp.ClientSession) -> None:
+    old, new = os.urandom(2 * MiB), os.urandom(2 * MiB)
+    first = await gcs.put("v.bin", old)
+    node = await start_gcs_node(start_bdn, gcs_proxy.url, metadata_ttl="500ms")
+    url = f"{node.url}/gcs/{gcs.bucket}/v.bin"
+    async with http.get(url) as response:
+        assert await response.read() == old
+    second = await gcs.put("v.bin", new)
+    assert second["generation"] != first["generation"]
+    await asyncio.sleep(0.6)
+    async with http.get(url) as response:
+        assert response.status == 200
+        assert await response.read() == new
+        assert response.headers["ETag"] == f'"{second["etag"]}"'
+    async with http.get(f"{node.url}/download/storage/v1/b/{gcs.bucket}/o/v.bin?alt=media") as response:
+        assert response.headers["X-Goog-Generation"] == second["generation"]
+        assert "X-Goog-Hash" in response.headers
+        assert await response.read() == new
+
+
+async def test_wrong_bytes_upstream_are_never_served(start_bdn: StartBdn, gcs: Gcs, gcs_proxy: CountingProxy,
+                                                     http: aiohttp.ClientSession) -> None:
+    body = os.urandom(2 * MiB + 1)
+    await gcs.put("c.bin", body)
+    node = await start_gcs_node(start_bdn, gcs_proxy.url)
+    gcs_proxy.corrupt = True
+    url = f"{node.url}/gcs/{gcs.bucket}/c.bin"
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async with http.get(url) as response:
+            await response.read()
+    async with http.get(url, headers={"Range": "bytes=0-99"}) as response:
+        assert response.status == 502
+    assert node.app[CACHE_KEY].checksum_failures == 2
+    gcs_proxy.corrupt = False
+    async with http.get(url) as response:
+        assert response.status == 200
+        assert await response.read() == body
+
+
+async def test_json_api_metadata_errors_and_ranges(start_bdn: StartBdn, gcs: Gcs, gcs_url: str,
+                                                   http: aiohttp.ClientSession) -> None:
+    body = os.urandom(5000)
+    resource = await gcs.put("dir/x y.bin", body)
+    node = await start_gcs_node(start_bdn, gcs_url)
+    encoded = quote("dir/x y.bin", safe="")
+    async with http.get(f"{node.url}/storage/v1/b/{gcs.bucket}/o/{encoded}") as response:
+        meta = await response.json()
+        assert (meta["size"], meta["generation"], meta["md5Hash"]) == ("5000", resource["generation"],
+                                                                       resource["md5Hash"])
+    async with http.get(f"{node.url}/storage/v1/b/{gcs.bucket}/o/{encoded}?alt=media",
+                        headers={"Range": "bytes=100-199"}) as response:
+        assert response.status == 206
+        assert "X-Goog-Hash" not in response.headers
+        assert await response.read() == body[100:200]
+    async with http.get(f"{node.url}/download/storage/v1/b/{gcs.bucket}/o/{encoded}?alt=media",
+                        headers={"Range": "bytes=9000-"}) as response:
+        assert response.status == 416
+        assert "invalid" not in (await response.text()).lower()
+    async with http.get(f"{node.url}/storage/v1/b/{gcs.bucket}/o/nope") as response:
+        assert response.status == 404
+    async with http.get(f"{node.url}/storage/v1/b/{gcs.bucket}/o?prefix=dir/") as response:
+        assert [item["name"] for item in (await response.json())["items"]] == ["dir/x y.bin"]
+
+
+async def test_unreachable_upstream_is_502(start_bdn: StartBdn, http: aiohttp.ClientSession) -> None:
+    from tests.conftest import free_port
+
+    node = await start_gcs_node(start_bdn, f"http://127.0.0.1:{free_port()}")
+    async with http.get(f"{node.url}/gcs/bucket/obj.bin") as response:
+        assert response.status == 502
+        assert (await response.json())["error"] == "upstream_unreachable"
