@@ -206,3 +206,23 @@ async def test_unreachable_upstream_is_502(start_bdn: StartBdn, http: aiohttp.Cl
     async with http.get(f"{node.url}/gcs/bucket/obj.bin") as response:
         assert response.status == 502
         assert (await response.json())["error"] == "upstream_unreachable"
+
+
+async def test_google_cloud_storage_client_through_bdn(start_bdn: StartBdn, gcs: Gcs, gcs_url: str) -> None:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    body = os.urandom(3 * MiB + 3)
+    await gcs.put("dir/weights bin", body)
+    node = await start_gcs_node(start_bdn, gcs_url)
+
+    def read() -> tuple[bytes, bytes, int | None]:
+        client = storage.Client(project="test", credentials=AnonymousCredentials(),
+                                client_options={"api_endpoint": node.url})
+        blob = client.bucket(gcs.bucket).get_blob("dir/weights bin")
+        assert blob is not None
+        whole = blob.download_as_bytes(checksum="md5")  # checks X-Goog-Hash against the body
+        return whole, blob.download_as_bytes(start=MiB - 1, end=MiB + 1), blob.size
+
+    whole, part, size = await asyncio.to_thread(read)
+    assert (whole, part, size) == (body, body[MiB - 1:MiB + 2], len(body))
