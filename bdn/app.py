@@ -38,7 +38,7 @@ async def _cache_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
     disk = await DiskTier.open(config.cache.dir, config.cache.disk_bytes)
     sources = {name: make_source(source, config.upstream) for name, source in config.sources.items()}
-    cache = ObjectCache(sources, disk, config.cache.chunk_bytes, config.cache.metadata_ttl)
+    cache = ObjectCache(sources, disk, config.cache.chunk_bytes, config.cache.metadata_ttl, config.cache.ram_bytes)
     app[CACHE_KEY] = cache
     app[FRONTS_KEY] = make_fronts(cache, config.cache.metadata_ttl)
     try:

@@ -25,6 +25,7 @@ from bdn.metadata import Metadata
 from bdn.objects import ObjectInfo, ObjectRef, chunk_name, chunk_span, version_id
 from bdn.sources import Source
 from bdn.tiers.disk import DiskTier
+from bdn.tiers.ram import RamTier
 
 log = logging.getLogger("bdn.cache")
 HASH_PIECE = 4 * 1024 * 1024
@@ -60,10 +61,13 @@ def _hash_file(hasher: Hasher, fd: int, length: int) -> None:
 class ObjectCache:
     """Metadata, disk chunks and fills for every source; see the module docstring."""
 
-    def __init__(self, sources: Mapping[str, Source], disk: DiskTier, chunk_bytes: int, metadata_ttl: float) -> None:
+    def __init__(self, sources: Mapping[str, Source], disk: DiskTier, chunk_bytes: int, metadata_ttl: float,
+                 ram_bytes: int = 0) -> None:
         self.sources = sources
         self.disk = disk
-        self.fills = Fills(disk)
+        self.ram = RamTier(ram_bytes)
+        self.fills = Fills(disk, self.ram)
+        self._ram_loads: set[str] = set()  # chunks being read from disk into the RAM tier
         self.chunk_bytes = chunk_bytes
         self.metadata_ttl = metadata_ttl
         self.metadata = Metadata(disk)
@@ -95,6 +99,8 @@ class ObjectCache:
         end = version.info.size if end is None else end
         for index in version.chunk_indices(start, end, self.chunk_bytes):
             name = chunk_name(version.id, index)
+            if self.ram.has(name):
+                continue
             fill = self.fills.get(name)
             if fill is None and not self.disk.has(name):
                 return False
@@ -102,6 +108,35 @@ class ObjectCache:
             if fill is not None and (fill.written < needed or fill.error is not None):
                 return False
         return True
+
+    def in_ram(self, version: Version, start: int, end: int) -> bool:
+        """Whether every chunk covering [start, end) is in the RAM tier."""
+        return all(self.ram.has(chunk_name(version.id, index))
+                   for index in version.chunk_indices(start, end, self.chunk_bytes))
+
+    def ram_chunk(self, version: Version, index: int) -> bytes | bytearray | None:
+        return self.ram.get(chunk_name(version.id, index))
+
+    def _load_into_ram(self, name: str, size: int) -> None:
+        """Read a committed chunk into the RAM tier in the background (once, whatever the number of readers)."""
+        if not self.ram.admits(size) or self.ram.has(name) or name in self._ram_loads:
+            return
+        self._ram_loads.add(name)
+        path = self.disk.chunk_path(name)
+
+        def read() -> bytes | None:
+            try:
+                return path.read_bytes()
+            except OSError:  # evicted meanwhile: nothing to load
+                return None
+
+        def store(loaded: asyncio.Future[bytes | None]) -> None:
+            self._ram_loads.discard(name)
+            data = None if loaded.cancelled() or loaded.exception() else loaded.result()
+            if data is not None and len(data) == size and self.disk.has(name):
+                self.ram.put(name, data)
+
+        asyncio.get_running_loop().run_in_executor(self.io, read).add_done_callback(store)
 
     def chunk(self, version: Version, index: int) -> int | ChunkFill:
         """An fd of the committed chunk (caller closes), or the fill producing it (started if needed)."""
@@ -111,6 +146,8 @@ class ObjectCache:
             return fill
         fd = self.disk.open_chunk(name)
         if fd is not None:
+            start, end = chunk_span(index, self.chunk_bytes, version.info.size)
+            self._load_into_ram(name, end - start)
             return fd
         return self._start_fill(version, index, name)
 
@@ -154,7 +191,9 @@ class ObjectCache:
             self.checksum_failures += 1
             log.error("checksum mismatch for %s/%s: expected %s, got %s; dropping its chunks",
                       version.ref.source, version.ref.path, version.info.digest, hasher.hexdigest())
-            await self.disk.remove([chunk_name(version.id, index) for index in indices])
+            names = [chunk_name(version.id, index) for index in indices]
+            self.ram.discard(names)
+            await self.disk.remove(names)
             raise UpstreamError(f"{version.ref.path} does not match its digest upstream")
         await self.metadata.put(self._verified_key(version), {"digest": version.info.digest})
 
@@ -166,7 +205,7 @@ class ObjectCache:
         """Start fills for chunks of `indices` that are neither on disk nor in flight."""
         for index in indices:
             name = chunk_name(version.id, index)
-            if not self.disk.has(name) and self.fills.get(name) is None:
+            if not self.ram.has(name) and not self.disk.has(name) and self.fills.get(name) is None:
                 self._start_fill(version, index, name)
 
     def _start_fill(self, version: Version, index: int, name: str) -> ChunkFill:

@@ -40,7 +40,7 @@ class CacheConfig:
     ram_bytes: int = 1 * 2**30  # RAM tier budget
     chunk_bytes: int = 16 * 2**20  # unit of fill, caching and coalescing
     metadata_ttl: float = 60.0  # seconds an object's size/ETag is trusted before one revalidating HEAD
-    fill_concurrency: int = 4  # chunks of one read fetched from upstream at once (read-ahead)
+    fill_concurrency: int = 8  # chunks of one read fetched from upstream at once (read-ahead)
     sendfile: bool = True  # send disk bytes with the kernel's sendfile; false reads them in a thread
 
 

@@ -27,6 +27,7 @@ from bdn.errors import BdnError, UpstreamError, UpstreamUnreachable, VersionChan
 from bdn.objects import ObjectInfo
 from bdn.sources import Source
 from bdn.tiers.disk import DiskTier
+from bdn.tiers.ram import RamTier
 
 log = logging.getLogger("bdn.fill")
 RESUME_ATTEMPTS = 3
@@ -37,10 +38,11 @@ SHUTDOWN_GRACE = 10.0  # seconds fills in flight may take to finish when the dae
 class ChunkFill:
     """One chunk being fetched; readers call `attach()` and then `wait_beyond()`."""
 
-    def __init__(self, name: str, size: int, temp: Path, temp_fd: int) -> None:
+    def __init__(self, name: str, size: int, temp: Path, temp_fd: int, keep_copy: bool) -> None:
         self.name = name
         self.size = size
         self.temp = temp
+        self.copy = bytearray() if keep_copy else None  # for the RAM tier, once committed
         self.written = 0
         self.error: BaseException | None = None
         self.finished = False
@@ -77,6 +79,8 @@ class ChunkFill:
                 waiter.set_result(None)
 
     def _append(self, piece: bytes) -> None:
+        if self.copy is not None:
+            self.copy += piece
         view = memoryview(piece)
         while view:
             done = os.pwrite(self._fd, view, self.written)
@@ -94,8 +98,9 @@ class ChunkFill:
 class Fills:
     """The registry of chunk fills in flight on this node, keyed by chunk name."""
 
-    def __init__(self, disk: DiskTier) -> None:
+    def __init__(self, disk: DiskTier, ram: RamTier) -> None:
         self._disk = disk
+        self._ram = ram
         self._fills: dict[str, ChunkFill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.started = 0  # fills started since start-up (each is one upstream read)
@@ -110,7 +115,7 @@ class Fills:
         if fill is not None:
             return fill
         temp, fd = self._disk.new_temp()
-        fill = ChunkFill(name, end - start, temp, fd)
+        fill = ChunkFill(name, end - start, temp, fd, keep_copy=self._ram.admits(end - start))
         self._fills[name] = fill
         self.started += 1
         task = asyncio.get_running_loop().create_task(self._run(fill, source, path, info, start, on_changed))
@@ -124,6 +129,8 @@ class Fills:
         try:
             await self._stream(fill, source, path, info, start)
             await self._disk.commit(fill.temp, fill._fd, fill.name, fill.size)
+            if fill.copy is not None:
+                self._ram.put(fill.name, fill.copy)
         except asyncio.CancelledError:
             error = UpstreamError("fill cancelled at shutdown")
         except Exception as exc:  # every failure ends the fill; readers re-raise it

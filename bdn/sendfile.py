@@ -60,12 +60,19 @@ class Sender:
         finally:
             self._transport.set_write_buffer_limits(high=high)
 
+    async def write(self, data: memoryview) -> None:
+        """Send bytes held in memory (the RAM tier) through the transport."""
+        await self._writer.write(data)
+        self.sent += len(data)
+
     async def _sendfile(self, fd: int, offset: int, count: int) -> None:
+        if self._transport.is_closing():
+            raise ConnectionResetError("client connection closed")
+        await self._flush_transport()  # headers, or RAM bytes written before, go out first
         if self._sock_fd is None:
             sock = self._transport.get_extra_info("socket")
-            if sock is None or self._transport.is_closing():
+            if sock is None:
                 raise ConnectionResetError("client connection closed")
-            await self._flush_transport()
             self._sock_fd = os.dup(sock.fileno())
         end = offset + count
         while offset < end:

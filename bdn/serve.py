@@ -98,7 +98,7 @@ async def respond(request: web.Request, version: Version, extra_headers: dict[st
     headers = {**_object_headers(version), **extra_headers, "Content-Length": str(byte_range.length)}
     record = record_of(request)
     record.source = version.ref.source
-    record.cache = "HIT" if cache.complete(version, byte_range.start, byte_range.end) else "MISS"
+    record.cache = _cache_result(cache, version, byte_range)
     headers["X-Cache"] = record.cache
     if selected is not None:
         headers["Content-Range"] = selected.content_range(size)
@@ -111,6 +111,16 @@ async def respond(request: web.Request, version: Version, extra_headers: dict[st
     response = web.StreamResponse(status=status, headers=headers)
     await stream_range(request, response, cache, version, byte_range, config.sendfile, config.fill_concurrency)
     return response
+
+
+def _cache_result(cache: ObjectCache, version: Version, byte_range: ByteRange) -> str:
+    """`X-Cache`: HIT-RAM (all in RAM), HIT (all on the node), or MISS (some bytes come from upstream)."""
+    if cache.in_ram(version, byte_range.start, byte_range.end):
+        return "HIT-RAM"
+    return "HIT" if cache.complete(version, byte_range.start, byte_range.end) else "MISS"
+
+
+Opened = tuple[int, ChunkFill | None] | bytes | bytearray  # a chunk ready to send: an fd (and its fill), or RAM
 
 
 async def stream_range(request: web.Request, response: web.StreamResponse, cache: ObjectCache,
@@ -142,42 +152,49 @@ async def stream_range(request: web.Request, response: web.StreamResponse, cache
             record_of(request).aborted = True
             transport.abort()
     finally:
-        if first is not None:
+        if isinstance(first, tuple):
             os.close(first[0])
         if sender is not None:
             sender.close()
             record_of(request).bytes = sender.sent
 
 
-async def _first_chunk(cache: ObjectCache, version: Version, span: ByteRange,
-                       read_ahead: int) -> tuple[int, ChunkFill | None] | None:
+async def _first_chunk(cache: ObjectCache, version: Version, span: ByteRange, read_ahead: int) -> Opened | None:
     """The span's first chunk, opened, once its first wanted byte is there (so errors still become a status)."""
     if span.length <= 0:
         return None
     indices = version.chunk_indices(span.start, span.end, cache.chunk_bytes)
     cache.prefetch(version, indices[:read_ahead])
-    fd, fill = cache.open_chunk(version, indices[0])
-    if fill is not None:
+    opened = _open(cache, version, indices[0])
+    if isinstance(opened, tuple) and opened[1] is not None:
         try:
-            await fill.wait_beyond(span.start - indices[0] * cache.chunk_bytes)
+            await opened[1].wait_beyond(span.start - indices[0] * cache.chunk_bytes)
         except BaseException:
-            os.close(fd)
+            os.close(opened[0])
             raise
-    return fd, fill
+    return opened
+
+
+def _open(cache: ObjectCache, version: Version, index: int) -> Opened:
+    data = cache.ram_chunk(version, index)
+    return data if data is not None else cache.open_chunk(version, index)
 
 
 async def _send_span(cache: ObjectCache, version: Version, sender: Sender, span: ByteRange, read_ahead: int,
-                     opened: tuple[int, ChunkFill | None] | None) -> None:
+                     opened: Opened | None) -> None:
     """Bytes of `span`, chunk by chunk with read-ahead; `opened` is its first chunk, already open (and owned)."""
     indices = version.chunk_indices(span.start, span.end, cache.chunk_bytes)
     for position, index in enumerate(indices):
         if opened is None:
             cache.prefetch(version, indices[position:position + read_ahead])
-            opened = cache.open_chunk(version, index)
+            opened = _open(cache, version, index)
         base = index * cache.chunk_bytes
         low, high = max(span.start, base) - base, min(span.end, base + cache.chunk_bytes) - base
-        (fd, fill), opened = opened, None
-        await _send_chunk(fd, fill, sender, low, high)
+        chunk, opened = opened, None
+        if isinstance(chunk, tuple):
+            await _send_chunk(chunk[0], chunk[1], sender, low, high)
+        else:
+            await sender.write(memoryview(chunk)[low:high])
 
 
 async def _send_chunk(fd: int, fill: ChunkFill | None, sender: Sender, low: int, high: int) -> None:

@@ -52,7 +52,7 @@ async def test_cold_range_fetches_only_covering_chunks(start_bdn: StartBdn, prox
         f"bytes={8 * MiB}-{12 * MiB - 1}", f"bytes={12 * MiB}-{16 * MiB - 1}"])
     async with http.get(f"{node.url}/s3/models/big.bin", headers={"Range": f"bytes={start}-{end - 1}"}) as response:
         assert await response.read() == body[start:end]
-        assert response.headers["X-Cache"] == "HIT"
+        assert response.headers["X-Cache"].startswith("HIT")
     assert len(proxy.gets("/big.bin")) == 2, "the second read is served from disk"
 
 

@@ -52,7 +52,8 @@ async def test_restart_serves_from_disk_with_zero_upstream_requests(
     status, got, cache = await fetch(http, f"{node.url}/s3/models/m/weights.bin")
     assert (status, sha256(got), cache) == (200, sha256(body), "HIT")
     status, got, cache = await fetch(http, f"{node.url}/s3/models/m/weights.bin", Range="bytes=1048570-2097160")
-    assert (status, got, cache) == (206, body[1048570:2097161], "HIT")
+    assert (status, got) == (206, body[1048570:2097161])
+    assert cache in ("HIT", "HIT-RAM")  # the first read loads chunks into RAM in the background
     assert proxy.log == [], "no upstream request of any kind while metadata_ttl has not run out"
 
 
@@ -127,7 +128,7 @@ async def test_eviction_keeps_the_disk_tier_under_budget(start_bdn: StartBdn, or
         origin.put(path, body)
     cache_dir = tmp_path / "cache"
     node = await start_bdn({"web": {"type": "http", "base_url": origin.url}}, cache_dir=cache_dir,
-                           disk_bytes="4MiB")
+                           disk_bytes="4MiB", ram_bytes=0)
     for path, body in bodies.items():
         status, got, _ = await fetch(http, f"{node.url}/web/{path}")
         assert (status, got) == (200, body)

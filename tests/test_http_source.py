@@ -108,7 +108,7 @@ async def test_whole_objects_match_origin(start_bdn: StartBdn, origin: Recording
                 assert response.headers["Last-Modified"] == "Wed, 01 Jan 2025 00:00:00 GMT"
                 assert response.headers["Accept-Ranges"] == "bytes"
                 assert "Warning" not in response.headers
-                assert response.headers["X-Cache"] == ("HIT" if not body else expected_cache), name
+                assert response.headers["X-Cache"].startswith("HIT" if not body else expected_cache), name
     for name, body in objects.items():
         spans = {entry.range for entry in origin.gets(f"w/{name}.bin")}
         expected = {f"bytes={i}-{min(i + CHUNK, len(body)) - 1}" for i in range(0, len(body), CHUNK)}

@@ -1,0 +1,77 @@
+"""The RAM tier: filled by fills and by disk reads, serves without the disk, stays within `ram_bytes`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import aiohttp
+
+from bdn.state import CACHE_KEY
+from bdn.tiers.ram import RamTier
+from tests.conftest import MiB, StartBdn
+from tests.origin import Origin
+
+
+async def fetch(http: aiohttp.ClientSession, url: str, **headers: str) -> tuple[int, bytes, str]:
+    async with http.get(url, headers=headers) as response:
+        return response.status, await response.read(), response.headers.get("X-Cache", "")
+
+
+async def ram_holds(ram: RamTier, size: int) -> None:
+    deadline = time.monotonic() + 10
+    while ram.used_bytes < size:
+        assert time.monotonic() < deadline, "chunks did not reach the RAM tier"
+        await asyncio.sleep(0.02)
+
+
+async def test_hot_chunks_are_served_from_ram_without_the_disk(start_bdn: StartBdn, origin: Origin, tmp_path: Path,
+                                                                http: aiohttp.ClientSession) -> None:
+    body = os.urandom(2 * MiB + 99)
+    origin.put("m.bin", body)
+    cache_dir = tmp_path / "cache"
+    node = await start_bdn({"web": {"type": "http", "base_url": origin.url}}, cache_dir=cache_dir, ram_bytes="16MiB")
+    url = f"{node.url}/web/m.bin"
+    assert await fetch(http, url) == (200, body, "MISS")
+    await ram_holds(node.app[CACHE_KEY].ram, len(body))  # fills commit just after their last byte went out
+    for chunk in (cache_dir / "chunks").glob("*/*"):
+        chunk.unlink()  # from here on, only RAM can answer
+    assert await fetch(http, url) == (200, body, "HIT-RAM")
+    assert await fetch(http, url, Range=f"bytes={MiB - 3}-{MiB + 2}") == (206, body[MiB - 3:MiB + 3], "HIT-RAM")
+    assert await fetch(http, url, Range="bytes=-10") == (206, body[-10:], "HIT-RAM")
+    assert len(origin.gets("m.bin")) == 3, "one upstream read per chunk, ever"
+
+
+async def test_disk_reads_fill_ram(start_bdn: StartBdn, origin: Origin, tmp_path: Path,
+                                   http: aiohttp.ClientSession) -> None:
+    body = os.urandom(3 * MiB)
+    origin.put("d.bin", body)
+    cache_dir = tmp_path / "cache"
+    sources = {"web": {"type": "http", "base_url": origin.url}}
+    first = await start_bdn(sources, cache_dir=cache_dir, ram_bytes="16MiB")
+    assert await fetch(http, f"{first.url}/web/d.bin") == (200, body, "MISS")
+    await first.stop()
+    node = await start_bdn(sources, cache_dir=cache_dir, ram_bytes="16MiB")  # a restart: RAM is empty
+    assert await fetch(http, f"{node.url}/web/d.bin") == (200, body, "HIT")
+    await ram_holds(node.app[CACHE_KEY].ram, len(body))
+    assert await fetch(http, f"{node.url}/web/d.bin") == (200, body, "HIT-RAM")
+
+
+async def test_ram_tier_stays_within_its_budget(start_bdn: StartBdn, origin: Origin,
+                                                http: aiohttp.ClientSession) -> None:
+    bodies = {f"o{i}.bin": os.urandom(MiB) for i in range(10)}
+    for path, body in bodies.items():
+        origin.put(path, body)
+    node = await start_bdn({"web": {"type": "http", "base_url": origin.url}}, ram_bytes="4MiB")
+    ram = node.app[CACHE_KEY].ram
+    for path, body in bodies.items():
+        assert (await fetch(http, f"{node.url}/web/{path}"))[:2] == (200, body)
+        assert ram.used_bytes <= 4 * MiB
+    deadline = time.monotonic() + 10
+    while (await fetch(http, f"{node.url}/web/o9.bin"))[2] != "HIT-RAM":  # its fill commits after the last byte
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    assert ram.evictions == 6 and ram.used_bytes == 4 * MiB
+    assert (await fetch(http, f"{node.url}/web/o0.bin"))[2] == "HIT"  # still on disk, no longer in RAM
