@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check clean
+.PHONY: run test lint typecheck clean
 
 $(STAMP): requirements.txt requirements-test.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,18 @@ typecheck: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks (not part of `make test`): Debian's nginx, varnish, wrk and curl, and a locust venv of its own.
+.PHONY: bench-deps bench bench-venv
+bench-deps:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx varnish wrk curl
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/compare.py $(BENCH_ARGS)
+
+.venv-bench/.installed: requirements-bench.txt
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet -r requirements-bench.txt
+	touch .venv-bench/.installed
+
+bench-venv: .venv-bench/.installed

@@ -114,6 +114,15 @@ class ObjectCache:
         return all(self.ram.has(chunk_name(version.id, index))
                    for index in version.chunk_indices(start, end, self.chunk_bytes))
 
+    def ram_body(self, version: Version, start: int, end: int) -> bytes | None:
+        """Bytes [start, end) when one checked chunk in RAM holds them all, else None."""
+        first, last = start // self.chunk_bytes, (end - 1) // self.chunk_bytes
+        data = self.ram.get(chunk_name(version.id, first)) if first == last else None
+        if data is None or not self.verified(version):
+            return None
+        base = first * self.chunk_bytes
+        return bytes(memoryview(data)[start - base:end - base])
+
     def ram_chunk(self, version: Version, index: int) -> bytes | bytearray | None:
         return self.ram.get(chunk_name(version.id, index))
 

@@ -6,6 +6,7 @@ VersionId together, so bytes of two versions of one key can never be mixed or co
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -54,6 +55,7 @@ def split_bucket_key(path: str) -> tuple[str, str]:
     return bucket, key
 
 
+@functools.lru_cache(maxsize=65536)  # asked on every request; a sha256 per hit shows in profiles
 def version_id(ref: ObjectRef, info: ObjectInfo) -> str:
     """A filesystem-safe name for one version of one object (hex sha256)."""
     material = "\0".join((ref.source, ref.path, info.etag, info.version_id or "", str(info.size)))

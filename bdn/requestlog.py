@@ -50,13 +50,14 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
             record.bytes = response.content_length or 0
         return response
     finally:
-        log.info(json.dumps({
-            "method": request.method,
-            "path": request.raw_path.split("?", 1)[0][:1024],
-            "status": status,
-            "bytes": record.bytes or 0,
-            "source": record.source,
-            "cache": record.cache,
-            "aborted": record.aborted,
-            "duration_ms": round((time.monotonic() - started) * 1000, 2),
-        }))
+        if log.isEnabledFor(logging.INFO):
+            log.info(json.dumps({
+                "method": request.method,
+                "path": request.raw_path.split("?", 1)[0][:1024],
+                "status": status,
+                "bytes": record.bytes or 0,
+                "source": record.source,
+                "cache": record.cache,
+                "aborted": record.aborted,
+                "duration_ms": round((time.monotonic() - started) * 1000, 2),
+            }))

@@ -30,6 +30,7 @@ from bdn.sendfile import Sender
 from bdn.state import CACHE_KEY, CONFIG_KEY
 
 log = logging.getLogger("bdn.serve")
+SMALL_BODY = 64 * 1024  # bodies up to this size, when in RAM, are answered in one piece
 
 
 def _etag_listed(header: str, etag: str, weak: bool) -> bool:
@@ -107,6 +108,9 @@ async def respond(request: web.Request, version: Version, extra_headers: dict[st
     status = 206 if selected is not None else 200
     if request.method == "HEAD" or byte_range.length == 0:
         return web.Response(status=status, headers=headers)
+    if byte_range.length <= SMALL_BODY and (body := cache.ram_body(version, byte_range.start, byte_range.end)):
+        record.bytes = len(body)  # one write of headers and body: the hot path for small files and ranges
+        return web.Response(status=status, headers=headers, body=body)
     config = request.app[CONFIG_KEY].cache
     response = web.StreamResponse(status=status, headers=headers)
     await stream_range(request, response, cache, version, byte_range, config.sendfile, config.fill_concurrency)
@@ -149,6 +153,10 @@ async def stream_range(request: web.Request, response: web.StreamResponse, cache
         except BdnError as exc:
             log.warning("aborting %s after %d of %d bytes: %s", request.path, sender.sent, byte_range.length,
                         exc.detail)
+            record_of(request).aborted = True
+            transport.abort()
+        except ConnectionError:  # the client went away mid-body: ordinary, not an error of bdn's
+            log.debug("client left %s after %d of %d bytes", request.path, sender.sent, byte_range.length)
             record_of(request).aborted = True
             transport.abort()
     finally:
