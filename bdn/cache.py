@@ -109,11 +109,6 @@ class ObjectCache:
                 return False
         return True
 
-    def in_ram(self, version: Version, start: int, end: int) -> bool:
-        """Whether every chunk covering [start, end) is in the RAM tier."""
-        return all(self.ram.has(chunk_name(version.id, index))
-                   for index in version.chunk_indices(start, end, self.chunk_bytes))
-
     def ram_body(self, version: Version, start: int, end: int) -> bytes | None:
         """Bytes [start, end) when one checked chunk in RAM holds them all, else None."""
         first, last = start // self.chunk_bytes, (end - 1) // self.chunk_bytes

@@ -24,6 +24,7 @@ from aiohttp import web
 from bdn.cache import ObjectCache, Version
 from bdn.errors import BdnError, PreconditionFailed, RangeNotSatisfiable
 from bdn.fill import ChunkFill
+from bdn.objects import chunk_name
 from bdn.ranges import ByteRange, Unsatisfiable, if_range_allows, parse, unsatisfied_content_range
 from bdn.requestlog import record_of
 from bdn.sendfile import Sender
@@ -31,6 +32,8 @@ from bdn.state import CACHE_KEY, CONFIG_KEY
 
 log = logging.getLogger("bdn.serve")
 SMALL_BODY = 64 * 1024  # bodies up to this size, when in RAM, are answered in one piece
+RAM_PART = 1 << 20  # parts of a chunk up to this size are sent from RAM, larger ones by sendfile
+FOLLOW_BATCH = 1 << 20  # bytes a reader following a fill waits for between sends (after its first)
 
 
 def _etag_listed(header: str, etag: str, weak: bool) -> bool:
@@ -118,8 +121,9 @@ async def respond(request: web.Request, version: Version, extra_headers: dict[st
 
 
 def _cache_result(cache: ObjectCache, version: Version, byte_range: ByteRange) -> str:
-    """`X-Cache`: HIT-RAM (all in RAM), HIT (all on the node), or MISS (some bytes come from upstream)."""
-    if cache.in_ram(version, byte_range.start, byte_range.end):
+    """`X-Cache`: HIT-RAM (sent from RAM), HIT (all on the node), or MISS (some bytes come from upstream)."""
+    indices = version.chunk_indices(byte_range.start, byte_range.end, cache.chunk_bytes)
+    if indices and all(_ram_part(cache, version, index, byte_range) is not None for index in indices):
         return "HIT-RAM"
     return "HIT" if cache.complete(version, byte_range.start, byte_range.end) else "MISS"
 
@@ -173,7 +177,7 @@ async def _first_chunk(cache: ObjectCache, version: Version, span: ByteRange, re
         return None
     indices = version.chunk_indices(span.start, span.end, cache.chunk_bytes)
     cache.prefetch(version, indices[:read_ahead])
-    opened = _open(cache, version, indices[0])
+    opened = _open(cache, version, indices[0], span)
     if isinstance(opened, tuple) and opened[1] is not None:
         try:
             await opened[1].wait_beyond(span.start - indices[0] * cache.chunk_bytes)
@@ -183,9 +187,23 @@ async def _first_chunk(cache: ObjectCache, version: Version, span: ByteRange, re
     return opened
 
 
-def _open(cache: ObjectCache, version: Version, index: int) -> Opened:
-    data = cache.ram_chunk(version, index)
+def _open(cache: ObjectCache, version: Version, index: int, span: ByteRange) -> Opened:
+    data = _ram_part(cache, version, index, span)
     return data if data is not None else cache.open_chunk(version, index)
+
+
+def _ram_part(cache: ObjectCache, version: Version, index: int, span: ByteRange) -> bytes | bytearray | None:
+    """Chunk `index` from RAM, if its part of `span` should be sent from there.
+
+    Measured (benchmarks/RESULTS.md): large parts go out cheaper by sendfile from the page
+    cache than written from RAM through the transport; small ones the other way round.
+    """
+    base = index * cache.chunk_bytes
+    part = min(span.end, base + cache.chunk_bytes) - max(span.start, base)
+    data = cache.ram_chunk(version, index)
+    if data is not None and (part <= RAM_PART or not cache.disk.has(chunk_name(version.id, index))):
+        return data
+    return None
 
 
 async def _send_span(cache: ObjectCache, version: Version, sender: Sender, span: ByteRange, read_ahead: int,
@@ -195,7 +213,7 @@ async def _send_span(cache: ObjectCache, version: Version, sender: Sender, span:
     for position, index in enumerate(indices):
         if opened is None:
             cache.prefetch(version, indices[position:position + read_ahead])
-            opened = _open(cache, version, index)
+            opened = _open(cache, version, index, span)
         base = index * cache.chunk_bytes
         low, high = max(span.start, base) - base, min(span.end, base + cache.chunk_bytes) - base
         chunk, opened = opened, None
@@ -213,7 +231,10 @@ async def _send_chunk(fd: int, fill: ChunkFill | None, sender: Sender, low: int,
             return
         position = low
         while position < high:
-            await fill.wait_beyond(position)
+            # The first bytes go out as soon as they land; after that, wake per FOLLOW_BATCH bytes,
+            # not per upstream read, so 32 readers of one fill cost 4x fewer wake-ups and syscalls.
+            target = position if position == low else min(position + FOLLOW_BATCH, high) - 1
+            await fill.wait_beyond(target)
             available = min(fill.written, high)
             await sender.send(fd, position, available - position)
             position = available
