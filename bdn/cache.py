@@ -10,6 +10,7 @@ ETag is a new version with new chunk names. An unreachable upstream is survived
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from bdn.fill import ChunkFill, Fills
 from bdn.flight import SingleFlight
 from bdn.metadata import Metadata
 from bdn.objects import ObjectInfo, ObjectRef, chunk_name, chunk_span, version_id
-from bdn.sources import Source
+from bdn.sources import Source, Speculating, Speculation
 from bdn.tiers.disk import DiskTier
 from bdn.tiers.ram import RamTier
 
@@ -40,11 +41,18 @@ class Version:
     info: ObjectInfo
     id: str
     stale: bool = False  # served from cache because the upstream could not be asked
+    fetched: bool = False  # its metadata was just asked upstream for this request
 
     def chunk_indices(self, start: int, end: int, chunk_bytes: int) -> range:
         if end <= start:
             return range(0)
         return range(start // chunk_bytes, (end - 1) // chunk_bytes + 1)
+
+
+def _drop_speculation(guess: asyncio.Future[Speculation | None]) -> None:
+    speculation = None if guess.cancelled() else guess.result()
+    if speculation is not None:
+        speculation.close()
 
 
 def _hash_file(hasher: Hasher, fd: int, length: int) -> None:
@@ -77,22 +85,61 @@ class ObjectCache:
         self._checks: SingleFlight[str, None] = SingleFlight()
         self.checksum_failures = 0  # objects whose bytes did not match their upstream digest
 
-    async def version(self, ref: ObjectRef, immutable: bool = False) -> Version:
+    async def version(self, ref: ObjectRef, immutable: bool = False, first_byte: int | None = None) -> Version:
         """The version of `ref` to serve: known and fresh, revalidated, or stale when the upstream is away.
 
-        A stale version is served only if all of it is on disk (stale-if-error).
+        A stale version is served only if all of it is on disk (stale-if-error). `first_byte`
+        (the first byte a GET wants) lets a cold miss read its first chunk speculatively,
+        alongside the metadata request, instead of after it.
         """
         async def stat() -> dict[str, Any]:
-            return (await self.sources[ref.source].stat(ref.path)).to_json()
+            source = self.sources[ref.source]
+            if first_byte is None or self.metadata.peek(ref.key) is not None or not isinstance(source, Speculating):
+                return (await source.stat(ref.path)).to_json()
+            return (await self._stat_speculating(ref, source, first_byte)).to_json()
 
         def servable(known: dict[str, Any]) -> bool:
             return self.complete(self.version_of(ref, ObjectInfo.from_json(known)))
 
-        value, stale = await self.metadata.get(ref.key, stat, None if immutable else self.metadata_ttl, servable)
-        return self.version_of(ref, ObjectInfo.from_json(value), stale)
+        value, freshness = await self.metadata.get(ref.key, stat, None if immutable else self.metadata_ttl, servable)
+        version = self.version_of(ref, ObjectInfo.from_json(value), freshness == "stale")
+        return dataclasses.replace(version, fetched=True) if freshness == "fetched" else version
+
+    async def _stat_speculating(self, ref: ObjectRef, source: Source, first_byte: int) -> ObjectInfo:
+        """Stat, with the chunk holding `first_byte` read at the same time; the read fills that chunk if it
+        turns out to be of the version stat reports (same ETag and size), and is dropped otherwise.
+
+        A cold miss then costs one upstream round trip before its first byte, not two.
+        """
+        assert isinstance(source, Speculating)
+        start = first_byte // self.chunk_bytes * self.chunk_bytes
+        guess = asyncio.ensure_future(source.speculate(ref.path, start, start + self.chunk_bytes))
+        try:
+            info = await source.stat(ref.path)
+        except BaseException:
+            guess.add_done_callback(_drop_speculation)
+            raise
+        speculation = await guess
+        if speculation is None:
+            return info
+        end = min(start + self.chunk_bytes, info.size)
+        version = self.version_of(ref, info)
+        name = chunk_name(version.id, start // self.chunk_bytes)
+        usable = start < info.size and speculation.fits(info, start, end)
+        if not usable or self.ram.has(name) or self.disk.has(name) or self.fills.get(name) is not None:
+            speculation.close()
+            return info
+        self.fills.start(name, source, ref.path, info, start, end, lambda: self.metadata.expire(ref.key),
+                         first=speculation.body)
+        return info
 
     def version_of(self, ref: ObjectRef, info: ObjectInfo, stale: bool = False) -> Version:
         return Version(ref, info, version_id(ref, info), stale)
+
+    def stored(self, version: Version, start: int, end: int) -> bool:
+        """Whether every chunk covering [start, end) is committed (in RAM or on disk), not just being filled."""
+        return all(self.ram.has(name) or self.disk.has(name) for name in
+                   (chunk_name(version.id, index) for index in version.chunk_indices(start, end, self.chunk_bytes)))
 
     def complete(self, version: Version, start: int = 0, end: int | None = None) -> bool:
         """Whether every byte of [start, end) is local: on disk, or already written by a fill."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from bdn.errors import BdnError, UpstreamError, UpstreamUnreachable, VersionChanged
@@ -109,8 +109,12 @@ class Fills:
         return self._fills.get(name)
 
     def start(self, name: str, source: Source, path: str, info: ObjectInfo, start: int, end: int,
-              on_changed: Callable[[], None]) -> ChunkFill:
-        """The fill for chunk `name`: the one in flight, or a new one reading [start, end)."""
+              on_changed: Callable[[], None], first: AsyncIterator[bytes] | None = None) -> ChunkFill:
+        """The fill for chunk `name`: the one in flight, or a new one reading [start, end).
+
+        `first`, when given, is an upstream read of exactly these bytes already under way (a
+        speculation that proved to be of this version): it is used instead of a new read.
+        """
         fill = self._fills.get(name)
         if fill is not None:
             return fill
@@ -118,16 +122,16 @@ class Fills:
         fill = ChunkFill(name, end - start, temp, fd, keep_copy=self._ram.admits(end - start))
         self._fills[name] = fill
         self.started += 1
-        task = asyncio.get_running_loop().create_task(self._run(fill, source, path, info, start, on_changed))
+        task = asyncio.get_running_loop().create_task(self._run(fill, source, path, info, start, on_changed, first))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return fill
 
-    async def _run(self, fill: ChunkFill, source: Source, path: str,
-                   info: ObjectInfo, start: int, on_changed: Callable[[], None]) -> None:
+    async def _run(self, fill: ChunkFill, source: Source, path: str, info: ObjectInfo, start: int,
+                   on_changed: Callable[[], None], first: AsyncIterator[bytes] | None) -> None:
         error: BaseException | None = None
         try:
-            await self._stream(fill, source, path, info, start)
+            await self._stream(fill, source, path, info, start, first)
             await self._disk.commit(fill.temp, fill._fd, fill.name, fill.size)
             if fill.copy is not None:
                 self._ram.put(fill.name, fill.copy)
@@ -144,12 +148,14 @@ class Fills:
             del self._fills[fill.name]
             fill._end(error)
 
-    async def _stream(self, fill: ChunkFill, source: Source, path: str, info: ObjectInfo, start: int) -> None:
+    async def _stream(self, fill: ChunkFill, source: Source, path: str, info: ObjectInfo, start: int,
+                      first: AsyncIterator[bytes] | None) -> None:
         attempt = 0
         while True:
             offset = start + fill.written
+            pieces, first = first or source.read(path, info, offset, start + fill.size), None
             try:
-                async for piece in source.read(path, info, offset, start + fill.size):
+                async for piece in pieces:
                     fill._append(piece)
                 return
             except UpstreamUnreachable:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from bdn.errors import NotFound, UpstreamError
 from bdn.flight import SingleFlight
@@ -20,6 +20,7 @@ from bdn.tiers.disk import DiskTier
 
 log = logging.getLogger("bdn.metadata")
 Json = dict[str, Any]
+Freshness = Literal["stored", "fetched", "stale"]  # from the store within its TTL, just asked, or stale-if-error
 
 
 class Metadata:
@@ -34,20 +35,20 @@ class Metadata:
         return None if known is None else known[0]
 
     async def get(self, key: str, fetch: Callable[[], Awaitable[Json]], ttl: float | None,
-                  stale_ok: Callable[[Json], bool] = lambda _: False) -> tuple[Json, bool]:
-        """(answer, served stale?) for `key`, asking upstream through `fetch` only when needed."""
+                  stale_ok: Callable[[Json], bool] = lambda _: False) -> tuple[Json, Freshness]:
+        """(answer, how it was obtained) for `key`, asking upstream through `fetch` only when needed."""
         known = self._disk.meta(key)
         if known is not None and (ttl is None or time.time() - known[1] < ttl):
-            return known[0], False
+            return known[0], "stored"
         try:
-            return await self._flight.do(key, lambda: self._refresh(key, fetch)), False
+            return await self._flight.do(key, lambda: self._refresh(key, fetch)), "fetched"
         except NotFound:
             await self._disk.drop_meta(key)
             raise
         except UpstreamError as exc:
             if known is not None and stale_ok(known[0]):
                 log.warning("serving %r stale: %s", key.replace("\0", "/"), exc.detail)
-                return known[0], True
+                return known[0], "stale"
             raise
 
     async def _refresh(self, key: str, fetch: Callable[[], Awaitable[Json]]) -> Json:

@@ -6,6 +6,8 @@ version, and hand it to `serve.respond`; an `hf` source's paths go to `hubapi`.
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from bdn import gcsapi, hubapi
@@ -44,8 +46,16 @@ async def get_object(request: web.Request) -> web.StreamResponse:
     key = object_key(raw_rest)
     if not key:
         raise NotFound("no object path given")
-    version = await request.app[CACHE_KEY].version(ObjectRef(source, key))
+    version = await request.app[CACHE_KEY].version(ObjectRef(source, key), first_byte=_first_byte(request))
     return await respond(request, version, {})
+
+
+def _first_byte(request: web.Request) -> int | None:
+    """The first byte a GET will want, when the request says it without knowing the size."""
+    if request.method != "GET":
+        return None
+    match = re.match(r"^\s*bytes\s*=\s*(\d{1,18})\s*-", request.headers.get("Range", "bytes=0-"), re.IGNORECASE)
+    return int(match.group(1)) if match and "," not in request.headers.get("Range", "") else None
 
 
 def add_routes(app: web.Application) -> None:

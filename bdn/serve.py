@@ -125,6 +125,8 @@ def _cache_result(cache: ObjectCache, version: Version, byte_range: ByteRange) -
     indices = version.chunk_indices(byte_range.start, byte_range.end, cache.chunk_bytes)
     if indices and all(_ram_part(cache, version, index, byte_range) is not None for index in indices):
         return "HIT-RAM"
+    if version.fetched and not cache.stored(version, byte_range.start, byte_range.end):
+        return "MISS"  # a cold miss whose first chunk was read with the metadata may be complete already
     return "HIT" if cache.complete(version, byte_range.start, byte_range.end) else "MISS"
 
 

@@ -51,6 +51,16 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def chunk_of(header: str | None, size: int, chunk: int) -> int:
+    """The chunk an upstream Range read fetched: exactly that chunk's bytes, or, for the first read
+    of a cold miss, the unclamped `bytes=a-(a+chunk-1)` that bdn asks before it knows the size."""
+    assert header is not None and header.startswith("bytes="), header
+    first, last = (int(part) for part in header[len("bytes="):].split("-"))
+    assert first % chunk == 0, header
+    assert last + 1 in (min(first + chunk, size), first + chunk), header
+    return first // chunk
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

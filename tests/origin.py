@@ -36,6 +36,7 @@ class Faults:
     status: int | None = None  # answer every request with this status
     no_validators: bool = False  # send neither ETag nor Last-Modified
     bytes_per_second: int | None = None  # throttle bodies (written in 64 KiB pieces)
+    unpinned_etag: str | None = None  # ETag sent to GETs without If-Match (a version change in between)
 
 
 @dataclass
@@ -85,6 +86,8 @@ class Origin:
             headers["ETag"] = self.etag(path)
             headers["Last-Modified"] = "Wed, 01 Jan 2025 00:00:00 GMT"
         if_match = request.headers.get("If-Match")
+        if request.method == "GET" and if_match is None and self.faults.unpinned_etag and "ETag" in headers:
+            headers["ETag"] = self.faults.unpinned_etag
         if if_match is not None and if_match != self.etag(path):
             return web.Response(status=412, text="changed")
         status, body = 200, data

@@ -88,3 +88,29 @@ async def test_first_byte_arrives_before_the_chunk_is_complete(start_bdn: StartB
         assert origin.completed == 0, "bytes reached the client while the upstream was still sending"
         rest = await response.read()
     assert first + rest == body
+
+
+async def test_cold_miss_reads_its_first_chunk_alongside_the_metadata(start_bdn: StartBdn, origin: Origin,
+                                                                      http: aiohttp.ClientSession) -> None:
+    body = os.urandom(3 * MiB)
+    origin.put("spec.bin", body)
+    node = await start_bdn({"web": {"type": "http", "base_url": origin.url}}, chunk_bytes="1MiB")
+    async with http.get(f"{node.url}/web/spec.bin", headers={"Range": f"bytes={MiB + 5}-"}) as response:
+        assert response.status == 206
+        assert await response.read() == body[MiB + 5:]
+    reads = [(entry.range, entry.if_match) for entry in origin.gets("spec.bin")]
+    assert reads[0] == (f"bytes={MiB}-{2 * MiB - 1}", None), "the speculative read, sent with the HEAD"
+    assert sorted(r for r, _ in reads) == [f"bytes={MiB}-{2 * MiB - 1}", f"bytes={2 * MiB}-{3 * MiB - 1}"]
+
+
+async def test_speculative_read_of_another_version_is_dropped(start_bdn: StartBdn, origin: Origin,
+                                                             http: aiohttp.ClientSession) -> None:
+    body = os.urandom(2 * MiB)
+    origin.put("moved.bin", body)
+    origin.faults.unpinned_etag = '"some-other-version"'  # as if the object changed between GET and HEAD
+    node = await start_bdn({"web": {"type": "http", "base_url": origin.url}}, chunk_bytes="1MiB")
+    async with http.get(f"{node.url}/web/moved.bin") as response:
+        assert response.status == 200
+        assert await response.read() == body
+    first_chunk = [entry.if_match for entry in origin.gets("moved.bin") if entry.range == f"bytes=0-{MiB - 1}"]
+    assert first_chunk == [None, origin.etag("moved.bin")], "dropped, then read again pinned to the version"

@@ -19,7 +19,7 @@ import pytest
 import yarl
 from aiohttp import web
 
-from tests.conftest import MiB, StartBdn, free_port, sha256
+from tests.conftest import MiB, StartBdn, chunk_of, free_port, sha256
 from tests.origin import Faults, Origin
 
 CHUNK = MiB
@@ -110,10 +110,12 @@ async def test_whole_objects_match_origin(start_bdn: StartBdn, origin: Recording
                 assert "Warning" not in response.headers
                 assert response.headers["X-Cache"].startswith("HIT" if not body else expected_cache), name
     for name, body in objects.items():
-        spans = {entry.range for entry in origin.gets(f"w/{name}.bin")}
-        expected = {f"bytes={i}-{min(i + CHUNK, len(body)) - 1}" for i in range(0, len(body), CHUNK)}
-        assert spans == expected, name
-        assert len(origin.gets(f"w/{name}.bin")) == len(expected), f"{name}: each chunk fetched once"
+        ranges = [entry.range for entry in origin.gets(f"w/{name}.bin")]
+        if not body:  # only the speculative first read of a cold miss, answered 416 with no bytes
+            assert len(ranges) <= 1, ranges
+            continue
+        chunks = sorted(chunk_of(header, len(body), CHUNK) for header in ranges)
+        assert chunks == list(range((len(body) + CHUNK - 1) // CHUNK)), f"{name}: each chunk fetched once"
 
 
 RANGES = [
@@ -196,10 +198,12 @@ async def test_upstream_requests_carry_identity_and_if_match(start_bdn: StartBdn
         assert headers.get("Accept-Encoding") == "identity", (method, headers)
         assert headers.get("User-Agent", "").startswith("bdn/")
         if method == "GET":
-            assert headers.get("If-Match") == etag, headers
             assert headers.get("Range", "").startswith("bytes=")
-    for entry in origin.gets("w/odd.bin"):
-        assert entry.if_match == etag
+    pinned = [entry for entry in origin.gets("w/odd.bin") if entry.if_match is not None]
+    assert all(entry.if_match == etag for entry in pinned)
+    # The one read without If-Match is the cold miss's speculative first chunk, sent with the HEAD
+    # and used only because the HEAD then reported the same ETag and size.
+    assert [entry.range for entry in origin.gets("w/odd.bin") if entry.if_match is None] == [f"bytes=0-{CHUNK - 1}"]
 
 
 async def test_client_headers_are_not_forwarded_and_head_reads_no_bytes(start_bdn: StartBdn, origin: RecordingOrigin,

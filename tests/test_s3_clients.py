@@ -23,7 +23,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.conftest import Bdn, MiB, StartBdn, sha256
+from tests.conftest import Bdn, MiB, StartBdn, chunk_of, sha256
 from tests.proxy import CountingProxy
 
 CHUNK = MiB  # start_bdn's chunk_bytes
@@ -81,15 +81,13 @@ def error_code(exc: ClientError) -> str:
 def assert_chunks_fetched_once(proxy: CountingProxy, key: str, size: int, needed: set[int] | None = None) -> None:
     """Every upstream GET of `key` read one whole chunk, and no chunk was read twice."""
     ranges = [entry.range for entry in proxy.gets("/models/" + key)]
-    repeated = {r: n for r, n in Counter(ranges).items() if n > 1}
+    if size == 0:  # only the speculative first read of a cold miss, answered 416 with no bytes
+        assert len(ranges) <= 1, ranges
+        return
+    chunks = [chunk_of(header, size, CHUNK) for header in ranges]
+    repeated = {c: n for c, n in Counter(chunks).items() if n > 1}
     assert not repeated, f"chunks of {key!r} fetched more than once: {repeated}"
-    fetched = set()
-    for header in ranges:
-        assert header is not None and header.startswith("bytes="), header
-        first, last = (int(part) for part in header[len("bytes="):].split("-"))
-        assert first % CHUNK == 0, header
-        assert last + 1 == min(first + CHUNK, size), header
-        fetched.add(first // CHUNK)
+    fetched = set(chunks)
     if needed is not None:
         assert fetched == needed, f"fetched chunks {sorted(fetched)}, needed {sorted(needed)}"
 

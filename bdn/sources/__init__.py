@@ -10,8 +10,9 @@ for is an `UpstreamError`, never bytes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 from bdn.config import GcsSourceConfig, HfSourceConfig, HttpSourceConfig, S3SourceConfig, SourceConfig, UpstreamConfig
 from bdn.objects import ObjectInfo
@@ -30,6 +31,32 @@ class Source(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@dataclass
+class Speculation:
+    """A ranged read started before the object's version was known (to save a round trip on a cold miss).
+
+    Its bytes may be used only if `fits` the version that `stat` then reports; otherwise `close` it.
+    """
+
+    etag: str
+    content_range: str  # as the upstream sent it
+    body: AsyncIterator[bytes]  # checked against the announced length, like any read
+    close: Callable[[], None]
+
+    def fits(self, info: ObjectInfo, start: int, end: int) -> bool:
+        return bool(self.etag) and self.etag == info.etag and (
+            self.content_range == f"bytes {start}-{end - 1}/{info.size}")
+
+
+@runtime_checkable
+class Speculating(Protocol):
+    """A source that can start a read of a byte range without knowing the object's version."""
+
+    async def speculate(self, path: str, start: int, end: int) -> Speculation | None:
+        """The read, once its headers are in, or None if it failed (never raises)."""
         ...
 
 

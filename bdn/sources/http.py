@@ -18,6 +18,7 @@ from bdn import __version__
 from bdn.config import HttpSourceConfig, UpstreamConfig
 from bdn.errors import Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
 from bdn.objects import ObjectInfo
+from bdn.sources import Speculation
 
 READ_PIECE = 256 * 1024
 _SAFE = "/~!$&'()*+,;=:@"
@@ -61,16 +62,48 @@ async def checked_range_get(session: aiohttp.ClientSession, url: str, headers: d
             length = response.headers.get("Content-Length")
             if length not in (None, str(end - start)):
                 raise UpstreamError(f"upstream announced {length} bytes for {end - start}")
-            received = 0
-            async for piece in response.content.iter_chunked(READ_PIECE):
-                received += len(piece)
-                if received > end - start:
-                    raise UpstreamError(f"upstream sent more than {end - start} bytes")
+            async for piece in counted(response.content.iter_chunked(READ_PIECE), end - start):
                 yield piece
-            if received != end - start:
-                raise UpstreamError(f"upstream body ended at {received} of {end - start} bytes")
     except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
         raise UpstreamUnreachable(f"upstream failed mid-read for {what}: {type(exc).__name__}") from None
+
+
+async def counted(pieces: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:
+    """The pieces of a body that must be exactly `length` bytes long; raises otherwise."""
+    received = 0
+    async for piece in pieces:
+        received += len(piece)
+        if received > length:
+            raise UpstreamError(f"upstream sent more than {length} bytes")
+        yield piece
+    if received != length:
+        raise UpstreamError(f"upstream body ended at {received} of {length} bytes")
+
+
+async def speculative_get(session: aiohttp.ClientSession, url: str, start: int, end: int,
+                          what: str) -> Speculation | None:
+    """A Range GET with no version pin, for `Speculation`; None if the answer is no usable 206."""
+    try:
+        response = await session.get(url, headers={"Range": f"bytes={start}-{end - 1}"}, allow_redirects=False)
+    except (TimeoutError, aiohttp.ClientError, ConnectionError):
+        return None
+    length = response.headers.get("Content-Length", "")
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if response.status != 206 or not length.isdigit() or encoding not in ("", "identity"):
+        response.close()
+        return None
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for piece in counted(response.content.iter_chunked(READ_PIECE), int(length)):
+                yield piece
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
+            raise UpstreamUnreachable(f"upstream failed mid-read for {what}: {type(exc).__name__}") from None
+        finally:
+            response.release()
+
+    return Speculation(response.headers.get("ETag", ""), response.headers.get("Content-Range", ""), body(),
+                       response.close)
 
 
 def client_session(timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
@@ -137,6 +170,9 @@ class HttpSource:
     def read(self, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
         headers = self._pin_headers(info)
         return checked_range_get(self._client(), self._url(path), headers, start, end, info.size, path)
+
+    async def speculate(self, path: str, start: int, end: int) -> Speculation | None:
+        return await speculative_get(self._client(), self._url(path), start, end, path)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -22,6 +22,8 @@ from aiobotocore.session import get_session
 from bdn.config import S3SourceConfig, UpstreamConfig
 from bdn.errors import Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
 from bdn.objects import ObjectInfo, split_bucket_key
+from bdn.sources import Speculation
+from bdn.sources.http import counted
 
 READ_PIECE = 256 * 1024
 _NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket", "NoSuchVersion"}
@@ -130,6 +132,29 @@ class S3Source:
                 raise _translate(exc, path) from None
             if received != end - start:
                 raise UpstreamError(f"upstream body ended at {received} of {end - start} bytes")
+
+    async def speculate(self, path: str, start: int, end: int) -> Speculation | None:
+        """A ranged GetObject with no version pin (see `Speculation`); None if it failed."""
+        try:
+            bucket, key = split_bucket_key(path)
+            answer = await (await self._s3()).get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+        except Exception:
+            return None
+        stream = answer["Body"]
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for piece in counted(stream.iter_chunks(READ_PIECE), int(answer["ContentLength"])):
+                    yield piece
+            except UpstreamError:
+                raise
+            except Exception as exc:
+                raise _translate(exc, path) from None
+            finally:
+                stream.close()
+
+        etag = answer["ResponseMetadata"]["HTTPHeaders"].get("etag", "")
+        return Speculation(etag, str(answer.get("ContentRange", "")), body(), stream.close)
 
     async def close(self) -> None:
         await self._stack.aclose()
