@@ -46,6 +46,8 @@ class Origin:
     faults: Faults = field(default_factory=Faults)
     url: str = ""
     completed: int = 0  # bodies sent to their end
+    in_flight: int = 0  # GET bodies being sent right now
+    max_in_flight: int = 0
     _runner: web.AppRunner | None = None
 
     def put(self, path: str, data: bytes) -> str:
@@ -106,6 +108,14 @@ class Origin:
         if request.method == "HEAD":
             return web.Response(status=status, headers=headers)
         response = web.StreamResponse(status=status, headers=headers)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._send_body(request, response, body)
+        finally:
+            self.in_flight -= 1
+
+    async def _send_body(self, request: web.Request, response: web.StreamResponse, body: bytes) -> web.StreamResponse:
         await response.prepare(request)
         if self.faults.short_body:
             await response.write(body[: len(body) // 2])

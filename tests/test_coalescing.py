@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import MiB, StartBdn, sha256
+from tests.conftest import MiB, StartBdn, chunk_of, sha256
 from tests.origin import Origin
 from tests.proxy import CountingProxy
 
@@ -114,3 +114,16 @@ async def test_speculative_read_of_another_version_is_dropped(start_bdn: StartBd
         assert await response.read() == body
     first_chunk = [entry.if_match for entry in origin.gets("moved.bin") if entry.range == f"bytes=0-{MiB - 1}"]
     assert first_chunk == [None, origin.etag("moved.bin")], "dropped, then read again pinned to the version"
+
+
+async def test_cold_whole_read_fills_chunks_in_parallel(start_bdn: StartBdn, origin: Origin,
+                                                        http: aiohttp.ClientSession) -> None:
+    body = os.urandom(8 * MiB)
+    origin.put("par.bin", body)
+    origin.faults.bytes_per_second = 4 * MiB  # each chunk read takes ~0.25 s: reads overlap or crawl
+    node = await start_bdn({"web": {"type": "http", "base_url": origin.url}}, chunk_bytes="1MiB",
+                           fill_concurrency=4)
+    async with http.get(f"{node.url}/web/par.bin") as response:
+        assert await response.read() == body
+    assert 3 <= origin.max_in_flight <= 4, "up to fill_concurrency chunk reads at once"
+    assert sorted(chunk_of(e.range, len(body), MiB) for e in origin.gets("par.bin")) == list(range(8))
