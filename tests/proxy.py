@@ -20,6 +20,7 @@ class Forwarded:
     method: str
     path: str
     range: str | None
+    authorization: str | None = None  # to check the signing region, never printed
 
 
 @dataclass
@@ -60,7 +61,8 @@ class CountingProxy:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
-        self.log.append(Forwarded(request.method, request.path, request.headers.get("Range")))
+        self.log.append(Forwarded(request.method, request.path, request.headers.get("Range"),
+                                  request.headers.get("Authorization")))
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         body = await request.read()
         async with self._session.request(

@@ -171,3 +171,15 @@ async def test_conditional_requests(start: StartBdn, proxy: CountingProxy, objec
     async with http.get(url, headers={"If-Match": etag, "Range": "bytes=0-4"}) as response:
         assert response.status == 206
         assert await response.read() == objects["small"][:5]
+
+
+async def test_r2_is_the_same_code_with_region_auto(start_bdn: StartBdn, proxy: CountingProxy, s3: Any,
+                                                    http: aiohttp.ClientSession) -> None:
+    s3.create_bucket(Bucket="r2bucket")
+    body = os.urandom(2 * CHUNK + 5)
+    s3.put_object(Bucket="r2bucket", Key="m/w.bin", Body=body)
+    node = await start_bdn({"r2": {"type": "s3", "endpoint_url": proxy.url, "region": "auto"}})
+    async with http.get(f"{node.url}/r2/r2bucket/m/w.bin", headers={"Range": f"bytes={CHUNK - 2}-"}) as response:
+        assert response.status == 206
+        assert await response.read() == body[CHUNK - 2:]
+    assert any("/auto/s3/aws4_request" in (entry.authorization or "") for entry in proxy.log)
