@@ -1,10 +1,11 @@
-"""The object cache: current version of an object (metadata with a TTL), and its chunks on disk or in flight.
+"""The object cache: the current version of an object, and its chunks in RAM, on disk or in flight.
 
-`info()` answers from the stored metadata while it is younger than `metadata_ttl` (its age
+`version()` answers from the stored metadata while it is younger than `metadata_ttl` (its age
 survives restarts), otherwise revalidates with one single-flighted `stat` upstream; a changed
 ETag is a new version with new chunk names. An unreachable upstream is survived
 (stale-if-error) only when every chunk of the last known version is on disk.
-`chunk()` gives a reader either a committed chunk file or the fill that is producing it.
+`open_chunk()` gives a reader a committed chunk file or the fill producing it; `verify()`
+checks a whole object against the digest its source vouches for before it is trusted.
 """
 
 from __future__ import annotations
