@@ -6,6 +6,7 @@ cleanup context), so tests build real apps from real `Config` objects on real po
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from bdn.cache import ObjectCache
 from bdn.config import Config
 from bdn.errors import error_middleware
 from bdn.hubapi import FRONTS_KEY, make_fronts
+from bdn.peers import Peers
 from bdn.requestlog import access_log_middleware
 from bdn.routes import add_routes
 from bdn.sources import make_source
@@ -38,11 +40,18 @@ async def _cache_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
     disk = await DiskTier.open(config.cache.dir, config.cache.disk_bytes)
     sources = {name: make_source(source, config.upstream) for name, source in config.sources.items()}
-    cache = ObjectCache(sources, disk, config.cache.chunk_bytes, config.cache.metadata_ttl, config.cache.ram_bytes)
+    peers = Peers(config.peers) if config.peers.enabled else None
+    cache = ObjectCache(sources, disk, config.cache.chunk_bytes, config.cache.metadata_ttl, config.cache.ram_bytes,
+                        peers)
+    discovery = asyncio.ensure_future(peers.run()) if peers is not None else None
     app[CACHE_KEY] = cache
     app[FRONTS_KEY] = make_fronts(cache, config.cache.metadata_ttl)
     try:
         yield
     finally:
+        if discovery is not None:
+            discovery.cancel()
         await cache.close()
+        if peers is not None:
+            await peers.close()
         await disk.close()

@@ -25,6 +25,7 @@ from bdn.fill import ChunkFill, Fills
 from bdn.flight import SingleFlight
 from bdn.metadata import Metadata
 from bdn.objects import ObjectInfo, ObjectRef, chunk_name, chunk_span, version_id
+from bdn.peers import Peers, owner_key
 from bdn.sources import Source, Speculating, Speculation
 from bdn.tiers.disk import DiskTier
 from bdn.tiers.ram import RamTier
@@ -43,6 +44,7 @@ class Version:
     id: str
     stale: bool = False  # served from cache because the upstream could not be asked
     fetched: bool = False  # its metadata was just asked upstream for this request
+    from_peer: bool = False  # asked for by a peer: its fills never go to another peer (no loops)
 
     def chunk_indices(self, start: int, end: int, chunk_bytes: int) -> range:
         if end <= start:
@@ -71,8 +73,9 @@ class ObjectCache:
     """Metadata, disk chunks and fills for every source; see the module docstring."""
 
     def __init__(self, sources: Mapping[str, Source], disk: DiskTier, chunk_bytes: int, metadata_ttl: float,
-                 ram_bytes: int = 0) -> None:
+                 ram_bytes: int = 0, peers: Peers | None = None) -> None:
         self.sources = sources
+        self.peers = peers
         self.disk = disk
         self.ram = RamTier(ram_bytes)
         self.fills = Fills(disk, self.ram)
@@ -95,8 +98,12 @@ class ObjectCache:
         """
         async def stat() -> dict[str, Any]:
             source = self.sources[ref.source]
-            if first_byte is None or self.metadata.peek(ref.key) is not None or not isinstance(source, Speculating):
+            speculate = (first_byte is not None and isinstance(source, Speculating)
+                         and self.metadata.peek(ref.key) is None
+                         and self._owner(ref, first_byte // self.chunk_bytes) is None)
+            if not speculate:
                 return (await source.stat(ref.path)).to_json()
+            assert first_byte is not None
             return (await self._stat_speculating(ref, source, first_byte)).to_json()
 
         def servable(known: dict[str, Any]) -> bool:
@@ -262,9 +269,16 @@ class ObjectCache:
 
     def _start_fill(self, version: Version, index: int, name: str) -> ChunkFill:
         start, end = chunk_span(index, self.chunk_bytes, version.info.size)
-        source = self.sources[version.ref.source]
+        source: Source = self.sources[version.ref.source]
+        owner = self._owner(version.ref, index) if not version.from_peer else None
+        if owner is not None and self.peers is not None:
+            source = self.peers.reader(owner, version.ref, version.id, source)
         return self.fills.start(name, source, version.ref.path, version.info, start, end,
                                 lambda: self.metadata.expire(version.ref.key))
+
+    def _owner(self, ref: ObjectRef, index: int) -> str | None:
+        """The other node that owns chunk `index` of `ref`, or None when this node fills it itself."""
+        return None if self.peers is None else self.peers.owner(owner_key(ref, index))
 
     async def close(self) -> None:
         await self.fills.close()

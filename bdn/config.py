@@ -53,6 +53,22 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class PeersConfig:
+    """`peers:`: the regional peer tier. Off unless `dns` or `static` names some peers."""
+
+    dns: str | None = None  # A/AAAA records of a headless Service, re-resolved every `refresh`
+    port: int = DEFAULT_PORT  # port of the peers found through `dns`
+    static: tuple[str, ...] = ()  # or a fixed list of http://HOST:PORT
+    self: str | None = None  # HOST:PORT under which this node appears in the list
+    refresh: float = 10.0  # seconds between DNS lookups
+    timeout: float = 2.0  # connect / first-byte timeout before falling back to the upstream
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.dns or self.static)
+
+
+@dataclass(frozen=True)
 class S3SourceConfig:
     """`{type: s3}`: Amazon S3 or any S3-compatible store (R2: `endpoint_url` + region `auto`)."""
 
@@ -109,6 +125,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+    peers: PeersConfig = field(default_factory=PeersConfig)
     log_level: str = "info"
 
     @property
@@ -298,10 +315,30 @@ def _parse_sources(raw: Mapping[str, Any]) -> dict[str, SourceConfig]:
     return sources
 
 
+def _parse_peers(raw: Mapping[str, Any]) -> PeersConfig:
+    _reject_unknown("peers", raw, set(PeersConfig.__dataclass_fields__))
+    value = _reader("peers", raw, PeersConfig())
+    static = raw.get("static", [])
+    if not isinstance(static, list):
+        raise ConfigError("peers.static: expected a list of http://HOST:PORT")
+    dns, me = raw.get("dns"), raw.get("self")
+    config = PeersConfig(
+        dns=None if dns is None else _string("peers.dns", dns),
+        port=_integer(*value("port")),
+        static=tuple(_url(f"peers.static[{i}]", url) for i, url in enumerate(static)),
+        self=None if me is None else _string("peers.self", me),
+        refresh=parse_duration(*value("refresh")),
+        timeout=parse_duration(*value("timeout")),
+    )
+    if config.enabled and config.self is None:
+        raise ConfigError("peers.self: required with peers, so this node can recognise itself (e.g. ${POD_IP}:8080)")
+    return config
+
+
 def from_mapping(raw: object) -> Config:
     """Validate a parsed YAML document into a `Config`."""
     top = _mapping("(top level)", raw)
-    _reject_unknown("", top, {"listen", "cache", "upstream", "sources", "log_level"})
+    _reject_unknown("", top, {"listen", "cache", "upstream", "sources", "peers", "log_level"})
     host, port = parse_listen("listen", top.get("listen", f"127.0.0.1:{DEFAULT_PORT}"))
     log_level = top.get("log_level", "info")
     if log_level not in ("debug", "info", "warning", "error"):
@@ -312,6 +349,7 @@ def from_mapping(raw: object) -> Config:
         cache=_parse_cache(_mapping("cache", top.get("cache"))),
         upstream=_parse_upstream(_mapping("upstream", top.get("upstream"))),
         sources=_parse_sources(_mapping("sources", top.get("sources"))),
+        peers=_parse_peers(_mapping("peers", top.get("peers"))),
         log_level=log_level,
     )
 

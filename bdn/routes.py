@@ -6,13 +6,14 @@ version, and hand it to `serve.respond`; an `hf` source's paths go to `hubapi`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from aiohttp import web
 
-from bdn import gcsapi, hubapi
+from bdn import gcsapi, hubapi, peers
 from bdn.config import HfSourceConfig
-from bdn.errors import NotFound
+from bdn.errors import BadRequest, Forbidden, NotFound
 from bdn.objects import ObjectRef
 from bdn.paths import object_key, split_target
 from bdn.serve import respond
@@ -58,8 +59,26 @@ def _first_byte(request: web.Request) -> int | None:
     return int(match.group(1)) if match and "," not in request.headers.get("Range", "") else None
 
 
+async def peer_chunk(request: web.Request) -> web.StreamResponse:
+    """`GET /_peer/{source}`: a byte range of one object version for another bdn node; peers only."""
+    cache = request.app[CACHE_KEY]
+    if cache.peers is None or not cache.peers.is_peer_address(request.remote):
+        raise Forbidden("/_peer/ answers configured peers only")
+    try:
+        ref, info = peers.decode_object(request.headers.get(peers.OBJECT_HEADER, ""))
+    except (ValueError, KeyError, TypeError):
+        raise BadRequest(f"a peer request needs a valid {peers.OBJECT_HEADER} header") from None
+    if ref.source != request.match_info["source"] or ref.source not in cache.sources:
+        raise NotFound(f"no source named {ref.source!r}")
+    # The asker checks whole-object digests itself; this node serves bytes and never forwards them.
+    version = cache.version_of(ref, dataclasses.replace(info, digest=None))
+    version = dataclasses.replace(version, from_peer=True)
+    return await respond(request, version, {peers.VERSION_HEADER: version.id})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.router.add_get("/readyz", readyz, allow_head=True)
+    app.router.add_get("/_peer/{source}", peer_chunk)
     app.router.add_get("/{tail:.*}", get_object, allow_head=True)
     app.router.add_post("/{tail:.*}", get_object)

@@ -165,12 +165,15 @@ async def start_bdn(tmp_path: Path) -> AsyncIterator[StartBdn]:
     """`await start_bdn(sources, **cache_keys)`: bdn's real app on a real port; stopped after the test."""
     started: list[Bdn] = []
 
-    async def start(sources: dict[str, Any], cache_dir: Path | None = None, **cache: Any) -> Bdn:
-        config = from_mapping(bdn_config(cache_dir or tmp_path / "cache", sources, **cache))
-        app = make_app(config)
+    async def start(sources: dict[str, Any], cache_dir: Path | None = None, port: int = 0,
+                    peers: dict[str, Any] | None = None, **cache: Any) -> Bdn:
+        raw = bdn_config(cache_dir or tmp_path / "cache", sources, **cache)
+        if peers is not None:
+            raw["peers"] = peers
+        app = make_app(from_mapping(raw))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
         node = Bdn(f"http://127.0.0.1:{runner.addresses[0][1]}", app, runner)
         started.append(node)
         return node
