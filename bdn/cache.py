@@ -276,6 +276,14 @@ class ObjectCache:
         return self.fills.start(name, source, version.ref.path, version.info, start, end,
                                 lambda: self.metadata.expire(version.ref.key))
 
+    def from_peers(self, version: Version, start: int, end: int) -> bool:
+        """Whether every chunk of [start, end) not committed here belongs to another (healthy) node."""
+        if self.peers is None or version.from_peer:
+            return False
+        return all(self._owner(version.ref, index) is not None
+                   for index in version.chunk_indices(start, end, self.chunk_bytes)
+                   if not self.stored(version, index * self.chunk_bytes, index * self.chunk_bytes + 1))
+
     def _owner(self, ref: ObjectRef, index: int) -> str | None:
         """The other node that owns chunk `index` of `ref`, or None when this node fills it itself."""
         return None if self.peers is None else self.peers.owner(owner_key(ref, index))

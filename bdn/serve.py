@@ -121,13 +121,14 @@ async def respond(request: web.Request, version: Version, extra_headers: dict[st
 
 
 def _cache_result(cache: ObjectCache, version: Version, byte_range: ByteRange) -> str:
-    """`X-Cache`: HIT-RAM (sent from RAM), HIT (all on the node), or MISS (some bytes come from upstream)."""
+    """`X-Cache`: HIT-RAM (sent from RAM), HIT (all on the node), HIT-PEER (the rest from peers), or MISS."""
     indices = version.chunk_indices(byte_range.start, byte_range.end, cache.chunk_bytes)
     if indices and all(_ram_part(cache, version, index, byte_range) is not None for index in indices):
         return "HIT-RAM"
-    if version.fetched and not cache.stored(version, byte_range.start, byte_range.end):
-        return "MISS"  # a cold miss whose first chunk was read with the metadata may be complete already
-    return "HIT" if cache.complete(version, byte_range.start, byte_range.end) else "MISS"
+    if cache.complete(version, byte_range.start, byte_range.end) and not (
+            version.fetched and not cache.stored(version, byte_range.start, byte_range.end)):
+        return "HIT"  # (a cold miss whose first chunk was read with the metadata may be complete already)
+    return "HIT-PEER" if cache.from_peers(version, byte_range.start, byte_range.end) else "MISS"
 
 
 Opened = tuple[int, ChunkFill | None] | bytes | bytearray  # a chunk ready to send: an fd (and its fill), or RAM

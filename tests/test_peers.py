@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from bdn.config import PeersConfig
 from bdn.peers import Peers
 from bdn.state import CACHE_KEY
-from tests.conftest import Bdn, MiB, StartBdn, chunk_of, free_port
+from tests.conftest import Bdn, BdnProcess, MiB, StartBdn, bdn_config, chunk_of, free_port
+from tests.faultproxy import FaultProxy, Mode
 from tests.origin import Origin
 
 
@@ -33,16 +37,19 @@ async def test_three_nodes_fetch_each_chunk_from_upstream_once(start_bdn: StartB
     origin.put("big.bin", body)
     nodes = await start_cluster(start_bdn, origin, tmp_path)
 
-    async def read(node: Bdn) -> bytes:
+    async def read(node: Bdn) -> tuple[bytes, str]:
         async with http.get(f"{node.url}/web/big.bin") as response:
             assert response.status == 200
-            return await response.read()
+            return await response.read(), response.headers["X-Cache"]
 
     results = await asyncio.gather(*(read(node) for node in nodes))
-    assert all(result == body for result in results)
+    assert all(result == body for result, _ in results)
+    assert {cache for _, cache in results} <= {"MISS", "HIT-PEER"}
     chunks = sorted(chunk_of(entry.range, len(body), MiB) for entry in origin.gets("big.bin"))
     assert chunks == list(range(13)), "the upstream served each chunk once for the whole cluster"
     assert sum(node.app[CACHE_KEY].peers.hits for node in nodes) >= 13  # type: ignore[union-attr]
+    async with http.get(f"{nodes[0].url}/web/big.bin", headers={"Range": "bytes=0-0"}) as response:
+        assert response.headers["X-Cache"] in ("HIT", "HIT-RAM", "HIT-PEER")
 
 
 async def test_dead_owner_costs_a_timeout_not_a_download(start_bdn: StartBdn, origin: Origin, tmp_path: Path,
@@ -83,3 +90,54 @@ def test_a_joining_node_moves_about_its_share_of_chunks(members: int) -> None:
     moved = sum(a != b for a, b in zip(owners(before), owners(after), strict=True)) / len(keys)
     assert abs(moved - 1 / (members + 1)) < 0.03, moved
     assert all(b == "http://10.0.0.99:8080" for a, b in zip(owners(before), owners(after), strict=True) if a != b)
+
+
+@pytest.mark.parametrize("mode", ["garbage", "truncate"])
+async def test_a_bad_peer_is_detected_skipped_and_the_bytes_are_right(
+        start_bdn: StartBdn, origin: Origin, tmp_path: Path, http: aiohttp.ClientSession, mode: Mode) -> None:
+    body = os.urandom(8 * MiB)
+    origin.put("f.bin", body)
+    sources = {"web": {"type": "http", "base_url": origin.url}}
+    b_port = free_port()
+    proxy = FaultProxy(b_port, mode=mode)
+    await proxy.start()
+    try:
+        a_port = free_port()
+        # A reaches B only through the proxy; B knows itself by its real address.
+        await start_bdn(sources, cache_dir=tmp_path / "b", port=b_port, chunk_bytes="1MiB",
+                        peers={"static": [f"http://127.0.0.1:{a_port}"], "self": f"127.0.0.1:{b_port}"})
+        a = await start_bdn(sources, cache_dir=tmp_path / "a", port=a_port, chunk_bytes="1MiB",
+                            peers={"static": [f"http://127.0.0.1:{proxy.port}"], "self": f"127.0.0.1:{a_port}",
+                                   "timeout": "1s"})
+        async with http.get(f"{a.url}/web/f.bin") as response:
+            assert response.status == 200
+            assert await response.read() == body
+        assert a.app[CACHE_KEY].peers.errors >= 1  # type: ignore[union-attr]
+        assert proxy.connections >= 1
+    finally:
+        await proxy.stop()
+
+
+async def test_owner_killed_mid_transfer(start_bdn: StartBdn, bdn_process: Callable[[dict[str, Any]], BdnProcess],
+                                         origin: Origin, tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    body = os.urandom(8 * MiB)
+    origin.put("k.bin", body)
+    origin.faults.bytes_per_second = 4 * MiB  # slow enough to kill the owner while chunks are in flight
+    sources = {"web": {"type": "http", "base_url": origin.url}}
+    a_port = free_port()
+    owner = bdn_process(bdn_config(tmp_path / "b", sources, chunk_bytes="1MiB"))
+    static = [f"http://127.0.0.1:{a_port}", owner.url]
+    owner.config_path.write_text(yaml.safe_dump({
+        **bdn_config(tmp_path / "b", sources, chunk_bytes="1MiB"), "listen": f"127.0.0.1:{owner.port}",
+        "peers": {"static": static, "self": f"127.0.0.1:{owner.port}"}}))
+    owner.start()
+    a = await start_bdn(sources, cache_dir=tmp_path / "a", port=a_port, chunk_bytes="1MiB",
+                        peers={"static": static, "self": f"127.0.0.1:{a_port}", "timeout": "1s"})
+    began = time.monotonic()
+    async with http.get(f"{a.url}/web/k.bin") as response:
+        first = await response.content.readexactly(MiB)
+        owner.kill()
+        rest = await response.read()
+    assert first + rest == body
+    assert time.monotonic() - began < 30
+    assert a.app[CACHE_KEY].peers.errors >= 1  # type: ignore[union-attr]
