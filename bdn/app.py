@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from bdn import metrics
 from bdn.cache import ObjectCache
 from bdn.config import Config
 from bdn.errors import error_middleware
@@ -32,6 +33,7 @@ def make_app(config: Config) -> web.Application:
     )
     app[CONFIG_KEY] = config
     app.cleanup_ctx.append(_cache_context)
+    metrics.install(app)
     add_routes(app)
     return app
 

@@ -23,6 +23,7 @@ import json
 import logging
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -66,8 +67,10 @@ class Peers:
         self._down_until: dict[str, float] = {}
         self._backoff: dict[str, float] = {}
         self._session: aiohttp.ClientSession | None = None
-        self.hits = 0  # chunks read from a peer
-        self.errors = 0  # peer reads that failed and fell back to the upstream
+        self.hits: Counter[str] = Counter()  # per peer: chunk reads it answered in full
+        self.errors: Counter[str] = Counter()  # per peer: reads that failed and fell back to the upstream
+        self.bytes_in: Counter[str] = Counter()  # per peer: bytes received from it
+        self.bytes_out = 0  # bytes this node sent to peers on /_peer/
         self._note_addresses()
 
     def _note_addresses(self) -> None:
@@ -98,7 +101,7 @@ class Peers:
     def owner(self, key: str) -> str | None:
         """The member owning `key` if it is another, healthy node; None if this node should fill it."""
         best = max(self.members, key=lambda member: hashlib.sha256(f"{member}\0{key}".encode()).digest())
-        if best == self.self_url or time.monotonic() < self._down_until.get(best, 0.0):
+        if best == self.self_url or not self.healthy(best):
             return None
         return best
 
@@ -106,12 +109,15 @@ class Peers:
         backoff = min(MAX_BACKOFF, self._backoff.get(peer, 0.5) * 2)
         self._backoff[peer] = backoff
         self._down_until[peer] = time.monotonic() + backoff
-        self.errors += 1
+        self.errors[peer] += 1
 
     def _succeeded(self, peer: str) -> None:
         self._backoff.pop(peer, None)
         self._down_until.pop(peer, None)
-        self.hits += 1
+        self.hits[peer] += 1
+
+    def healthy(self, peer: str) -> bool:
+        return time.monotonic() >= self._down_until.get(peer, 0.0)
 
     def reader(self, peer: str, ref: ObjectRef, version_id: str, upstream: Source) -> PeerRead:
         if self._session is None:
@@ -148,6 +154,7 @@ class PeerRead:
             try:
                 async for piece in self._from_peer(info, start, end):
                     received += len(piece)
+                    self._peers.bytes_in[self._peer] += len(piece)
                     yield piece
                 self._peers._succeeded(self._peer)
                 return

@@ -16,6 +16,7 @@ from bdn.config import HfSourceConfig
 from bdn.errors import BadRequest, Forbidden, NotFound
 from bdn.objects import ObjectRef
 from bdn.paths import object_key, split_target
+from bdn.requestlog import record_of
 from bdn.serve import respond
 from bdn.state import CACHE_KEY, CONFIG_KEY
 
@@ -73,7 +74,9 @@ async def peer_chunk(request: web.Request) -> web.StreamResponse:
     # The asker checks whole-object digests itself; this node serves bytes and never forwards them.
     version = cache.version_of(ref, dataclasses.replace(info, digest=None))
     version = dataclasses.replace(version, from_peer=True)
-    return await respond(request, version, {peers.VERSION_HEADER: version.id})
+    response = await respond(request, version, {peers.VERSION_HEADER: version.id})
+    cache.peers.bytes_out += record_of(request).bytes or 0
+    return response
 
 
 def add_routes(app: web.Application) -> None:

@@ -177,7 +177,7 @@ async def test_names_with_dots_that_are_not_dot_dot_segments_are_allowed(node: B
 @pytest.mark.parametrize(("target", "expected"), [
     ("/nosuch/models/ok.bin", (404,)),
     ("/S3/models/ok.bin", (404,)),
-    ("/metrics", (404,)),
+    ("/v1/warm", (404,)),
     ("/", (404,)),
     ("/s3", (404,)),
     ("/s3/", (404,)),

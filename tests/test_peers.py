@@ -12,13 +12,22 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from bdn.config import PeersConfig
 from bdn.peers import Peers
-from bdn.state import CACHE_KEY
 from tests.conftest import Bdn, BdnProcess, MiB, StartBdn, bdn_config, chunk_of, free_port
 from tests.faultproxy import FaultProxy, Mode
 from tests.origin import Origin
+
+
+async def scrape(http: aiohttp.ClientSession, node: Bdn, name: str) -> float:
+    """The sum over labels of one sample of the node's /metrics."""
+    async with http.get(f"{node.url}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == name)
 
 
 async def start_cluster(start_bdn: StartBdn, origin: Origin, tmp_path: Path, nodes: int = 3,
@@ -47,7 +56,11 @@ async def test_three_nodes_fetch_each_chunk_from_upstream_once(start_bdn: StartB
     assert {cache for _, cache in results} <= {"MISS", "HIT-PEER"}
     chunks = sorted(chunk_of(entry.range, len(body), MiB) for entry in origin.gets("big.bin"))
     assert chunks == list(range(13)), "the upstream served each chunk once for the whole cluster"
-    assert sum(node.app[CACHE_KEY].peers.hits for node in nodes) >= 13  # type: ignore[union-attr]
+    hits = [await scrape(http, node, "bdn_peer_hits_total") for node in nodes]
+    received = [await scrape(http, node, "bdn_peer_received_bytes_total") for node in nodes]
+    sent = [await scrape(http, node, "bdn_peer_sent_bytes_total") for node in nodes]
+    assert sum(hits) >= 2 * 9, "each node got the chunks it does not own from their owners"
+    assert sum(received) == sum(sent) > 0
     async with http.get(f"{nodes[0].url}/web/big.bin", headers={"Range": "bytes=0-0"}) as response:
         assert response.headers["X-Cache"] in ("HIT", "HIT-RAM", "HIT-PEER")
 
@@ -112,7 +125,7 @@ async def test_a_bad_peer_is_detected_skipped_and_the_bytes_are_right(
         async with http.get(f"{a.url}/web/f.bin") as response:
             assert response.status == 200
             assert await response.read() == body
-        assert a.app[CACHE_KEY].peers.errors >= 1  # type: ignore[union-attr]
+        assert await scrape(http, a, "bdn_peer_errors_total") >= 1
         assert proxy.connections >= 1
     finally:
         await proxy.stop()
@@ -140,4 +153,4 @@ async def test_owner_killed_mid_transfer(start_bdn: StartBdn, bdn_process: Calla
         rest = await response.read()
     assert first + rest == body
     assert time.monotonic() - began < 30
-    assert a.app[CACHE_KEY].peers.errors >= 1  # type: ignore[union-attr]
+    assert await scrape(http, a, "bdn_peer_errors_total") >= 1

@@ -1,0 +1,70 @@
+"""`/metrics`: the daemon's counters in the Prometheus text format, read from the parts that keep them.
+
+One collector per app reads the state the cache, its tiers and the peer tier already count, at
+scrape time, on a registry of its own (so several apps in one process never share counters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bdn.state import CACHE_KEY
+
+REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
+
+
+class CacheCollector(Collector):
+    """Tier sizes, evictions, checksum failures and peer traffic of one app."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+
+    def collect(self) -> Iterator[Metric]:
+        cache = self._app.get(CACHE_KEY)
+        if cache is None:
+            return
+        used = GaugeMetricFamily("bdn_cache_used_bytes", "Bytes held by each cache tier", labels=["tier"])
+        used.add_metric(["ram"], cache.ram.used_bytes)
+        used.add_metric(["disk"], cache.disk.used_bytes)
+        yield used
+        evictions = CounterMetricFamily("bdn_cache_evictions", "Chunks evicted to stay within budget", labels=["tier"])
+        evictions.add_metric(["ram"], cache.ram.evictions)
+        evictions.add_metric(["disk"], cache.disk.evictions)
+        yield evictions
+        yield CounterMetricFamily("bdn_checksum_failures", "Objects whose bytes did not match their upstream digest",
+                                  value=cache.checksum_failures)
+        if cache.peers is None:
+            return
+        peers = cache.peers
+        for name, doc, counts in (
+                ("bdn_peer_hits", "Chunk reads a peer answered in full", peers.hits),
+                ("bdn_peer_errors", "Peer reads that failed and fell back to the upstream", peers.errors),
+                ("bdn_peer_received_bytes", "Bytes received from each peer", peers.bytes_in)):
+            family = CounterMetricFamily(name, doc, labels=["peer"])
+            for peer in peers.members:
+                if peer != peers.self_url:
+                    family.add_metric([peer], counts[peer])
+            yield family
+        yield CounterMetricFamily("bdn_peer_sent_bytes", "Bytes sent to peers on /_peer/", value=peers.bytes_out)
+        healthy = GaugeMetricFamily("bdn_peer_healthy", "1 while a peer is not backed off", labels=["peer"])
+        for peer in peers.members:
+            if peer != peers.self_url:
+                healthy.add_metric([peer], 1.0 if peers.healthy(peer) else 0.0)
+        yield healthy
+
+
+def install(app: web.Application) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CacheCollector(app))
+    app[REGISTRY_KEY] = registry
+    app.router.add_get("/metrics", metrics)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[REGISTRY_KEY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
