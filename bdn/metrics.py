@@ -50,7 +50,10 @@ class CacheCollector(Collector):
                 if peer != peers.self_url:
                     family.add_metric([peer], counts[peer])
             yield family
-        yield CounterMetricFamily("bdn_peer_sent_bytes", "Bytes sent to peers on /_peer/", value=peers.bytes_out)
+        sent = CounterMetricFamily("bdn_peer_sent_bytes", "Bytes sent on /_peer/, by asking address", labels=["peer"])
+        for address, count in sorted(peers.bytes_out.items()):
+            sent.add_metric([address], count)
+        yield sent
         healthy = GaugeMetricFamily("bdn_peer_healthy", "1 while a peer is not backed off", labels=["peer"])
         for peer in peers.members:
             if peer != peers.self_url:

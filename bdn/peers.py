@@ -70,7 +70,7 @@ class Peers:
         self.hits: Counter[str] = Counter()  # per peer: chunk reads it answered in full
         self.errors: Counter[str] = Counter()  # per peer: reads that failed and fell back to the upstream
         self.bytes_in: Counter[str] = Counter()  # per peer: bytes received from it
-        self.bytes_out = 0  # bytes this node sent to peers on /_peer/
+        self.bytes_out: Counter[str] = Counter()  # per asking address: bytes this node sent on /_peer/
         self._note_addresses()
 
     def _note_addresses(self) -> None:

@@ -75,7 +75,7 @@ async def peer_chunk(request: web.Request) -> web.StreamResponse:
     version = cache.version_of(ref, dataclasses.replace(info, digest=None))
     version = dataclasses.replace(version, from_peer=True)
     response = await respond(request, version, {peers.VERSION_HEADER: version.id})
-    cache.peers.bytes_out += record_of(request).bytes or 0
+    cache.peers.bytes_out[request.remote or ""] += record_of(request).bytes or 0
     return response
 
 

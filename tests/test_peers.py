@@ -154,3 +154,25 @@ async def test_owner_killed_mid_transfer(start_bdn: StartBdn, bdn_process: Calla
     assert first + rest == body
     assert time.monotonic() - began < 30
     assert await scrape(http, a, "bdn_peer_errors_total") >= 1
+
+
+async def test_a_request_from_a_peer_is_never_forwarded(start_bdn: StartBdn, origin: Origin, tmp_path: Path,
+                                                        http: aiohttp.ClientSession) -> None:
+    body = os.urandom(6 * MiB)
+    origin.put("loop.bin", body)
+    sources = {"web": {"type": "http", "base_url": origin.url}}
+    a_port, b_port, c_port = free_port(), free_port(), free_port()
+    urls = {port: f"http://127.0.0.1:{port}" for port in (a_port, b_port, c_port)}
+    # Views that disagree: A sends chunks to B, and B would send most of them on to C if it forwarded.
+    c = await start_bdn(sources, cache_dir=tmp_path / "c", port=c_port, chunk_bytes="256KiB",
+                        peers={"static": list(urls.values()), "self": f"127.0.0.1:{c_port}"})
+    await start_bdn(sources, cache_dir=tmp_path / "b", port=b_port, chunk_bytes="256KiB",
+                    peers={"static": [urls[b_port], urls[c_port]], "self": f"127.0.0.1:{b_port}"})
+    a = await start_bdn(sources, cache_dir=tmp_path / "a", port=a_port, chunk_bytes="256KiB",
+                        peers={"static": [urls[b_port]], "self": f"127.0.0.1:{a_port}"})
+    async with http.get(f"{a.url}/web/loop.bin") as response:
+        assert await response.read() == body
+    assert await scrape(http, a, "bdn_peer_hits_total") >= 1, "A did read from B"
+    assert await scrape(http, c, "bdn_peer_sent_bytes_total") == 0, "B never passed A's requests on to C"
+    chunks = sorted(chunk_of(entry.range, len(body), 256 * 1024) for entry in origin.gets("loop.bin"))
+    assert chunks == list(range(24)), "24 chunks: some are B's in A's view and C's in B's, almost surely"
