@@ -176,3 +176,11 @@ async def test_a_request_from_a_peer_is_never_forwarded(start_bdn: StartBdn, ori
     assert await scrape(http, c, "bdn_peer_sent_bytes_total") == 0, "B never passed A's requests on to C"
     chunks = sorted(chunk_of(entry.range, len(body), 256 * 1024) for entry in origin.gets("loop.bin"))
     assert chunks == list(range(24)), "24 chunks: some are B's in A's view and C's in B's, almost surely"
+
+
+async def test_dns_discovery_adds_what_the_name_resolves_to() -> None:
+    peers = Peers(PeersConfig(dns="localhost", port=18080, static=("http://10.1.2.3:8080",), self="10.1.2.3:8080"))
+    await peers.refresh()
+    assert "http://127.0.0.1:18080" in peers.members
+    assert "http://10.1.2.3:8080" in peers.members
+    assert peers.is_peer_address("127.0.0.1") and not peers.is_peer_address("127.0.0.2")
