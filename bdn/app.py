@@ -14,6 +14,7 @@ from aiohttp import web
 from bdn import metrics
 from bdn.cache import ObjectCache
 from bdn.config import Config
+from bdn.drain import DRAIN_KEY, Drain, drain_middleware
 from bdn.errors import error_middleware
 from bdn.hubapi import FRONTS_KEY, make_fronts
 from bdn.peers import Peers
@@ -28,10 +29,11 @@ MAX_HEADER_BYTES = 16 * 1024
 
 def make_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[access_log_middleware, error_middleware],
+        middlewares=[access_log_middleware, drain_middleware, error_middleware],
         handler_args={"max_line_size": MAX_HEADER_BYTES, "max_field_size": MAX_HEADER_BYTES},
     )
     app[CONFIG_KEY] = config
+    app[DRAIN_KEY] = Drain()
     app.cleanup_ctx.append(_cache_context)
     metrics.install(app)
     add_routes(app)

@@ -127,6 +127,7 @@ class Config:
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
     peers: PeersConfig = field(default_factory=PeersConfig)
     log_level: str = "info"
+    drain_timeout: float = 30.0  # seconds transfers in flight may take to finish after SIGTERM
 
     @property
     def json_api_source(self) -> str | None:
@@ -338,7 +339,7 @@ def _parse_peers(raw: Mapping[str, Any]) -> PeersConfig:
 def from_mapping(raw: object) -> Config:
     """Validate a parsed YAML document into a `Config`."""
     top = _mapping("(top level)", raw)
-    _reject_unknown("", top, {"listen", "cache", "upstream", "sources", "peers", "log_level"})
+    _reject_unknown("", top, {"listen", "cache", "upstream", "sources", "peers", "log_level", "drain_timeout"})
     host, port = parse_listen("listen", top.get("listen", f"127.0.0.1:{DEFAULT_PORT}"))
     log_level = top.get("log_level", "info")
     if log_level not in ("debug", "info", "warning", "error"):
@@ -351,6 +352,7 @@ def from_mapping(raw: object) -> Config:
         sources=_parse_sources(_mapping("sources", top.get("sources"))),
         peers=_parse_peers(_mapping("peers", top.get("peers"))),
         log_level=log_level,
+        drain_timeout=parse_duration("drain_timeout", top.get("drain_timeout", 30.0)),
     )
 
 

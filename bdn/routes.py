@@ -13,6 +13,7 @@ from aiohttp import web
 
 from bdn import gcsapi, hubapi, peers
 from bdn.config import HfSourceConfig
+from bdn.drain import DRAIN_KEY
 from bdn.errors import BadRequest, Forbidden, NotFound
 from bdn.objects import ObjectRef
 from bdn.paths import object_key, split_target
@@ -26,6 +27,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    if request.app[DRAIN_KEY].draining:
+        return web.json_response({"status": "not ready", "detail": "draining before shutdown"}, status=503)
     cache = request.app.get(CACHE_KEY)
     if cache is None or not await cache.disk.writable():
         return web.json_response({"status": "not ready", "detail": "cache dir is not writable"}, status=503)
