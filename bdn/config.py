@@ -24,6 +24,7 @@ _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
                "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -356,10 +357,22 @@ def from_mapping(raw: object) -> Config:
     )
 
 
+def expand_environment(text: str, environ: Mapping[str, str] | None = None) -> str:
+    """`${NAME}` → the environment variable's value (for `peers.self: ${POD_IP}:8080`); unset is an error."""
+    env = os.environ if environ is None else environ
+
+    def value(match: re.Match[str]) -> str:
+        if match.group(1) not in env:
+            raise ConfigError(f"(file): ${{{match.group(1)}}} is used but not set in the environment")
+        return env[match.group(1)]
+
+    return _ENV_REFERENCE.sub(value, text)
+
+
 def from_yaml(text: str) -> Config:
-    """Parse and validate YAML text."""
+    """Parse and validate YAML text (after `${NAME}` environment references are expanded)."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.safe_load(expand_environment(text))
     except yaml.YAMLError as exc:
         raise ConfigError(f"(file): not valid YAML: {str(exc).splitlines()[0]}") from None
     return from_mapping(raw)
