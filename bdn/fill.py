@@ -103,7 +103,12 @@ class Fills:
         self._ram = ram
         self._fills: dict[str, ChunkFill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.started = 0  # fills started since start-up (each is one upstream read)
+        self.started = 0  # fills started since start-up
+        self.filled_bytes = 0  # bytes written into fills, from the upstream or from peers
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._fills)
 
     def get(self, name: str) -> ChunkFill | None:
         return self._fills.get(name)
@@ -157,6 +162,7 @@ class Fills:
             try:
                 async for piece in pieces:
                     fill._append(piece)
+                    self.filled_bytes += len(piece)
                 return
             except UpstreamUnreachable:
                 attempt += 1

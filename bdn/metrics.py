@@ -9,13 +9,42 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bdn.state import CACHE_KEY
 
+TIER_OF_RESULT = {"HIT-RAM": "ram", "HIT": "disk", "HIT-PEER": "peer", "MISS": "upstream"}
+
+
+class RequestMetrics:
+    """Per-request counters, fed by the access log middleware."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("bdn_requests", "Requests answered, by source, status and cache result",
+                                ["source", "status", "cache"], registry=registry)
+        self.served = Counter("bdn_served_bytes", "Object bytes sent to clients, by the tier that had them",
+                              ["tier"], registry=registry)
+        self.ttfb = Histogram("bdn_ttfb_seconds", "Time from request to the first body byte of object answers",
+                              buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+                              registry=registry)
+
+
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
+REQUESTS_KEY = web.AppKey("request_metrics", RequestMetrics)
+
+
+def observe_request(app: web.Application, source: str, status: int, cache: str, sent: int,
+                    ttfb: float | None) -> None:
+    metrics = app.get(REQUESTS_KEY)
+    if metrics is None:
+        return
+    metrics.requests.labels(source or "-", str(status), cache or "-").inc()
+    if cache in TIER_OF_RESULT:
+        metrics.served.labels(TIER_OF_RESULT[cache]).inc(sent)
+    if ttfb is not None:
+        metrics.ttfb.observe(ttfb)
 
 
 class CacheCollector(Collector):
@@ -38,6 +67,15 @@ class CacheCollector(Collector):
         yield evictions
         yield CounterMetricFamily("bdn_checksum_failures", "Objects whose bytes did not match their upstream digest",
                                   value=cache.checksum_failures)
+        budget = GaugeMetricFamily("bdn_cache_budget_bytes", "Configured budget of each cache tier", labels=["tier"])
+        budget.add_metric(["ram"], cache.ram.budget)
+        budget.add_metric(["disk"], cache.disk.budget)
+        yield budget
+        from_peers = sum(cache.peers.bytes_in.values()) if cache.peers is not None else 0
+        yield CounterMetricFamily("bdn_upstream_bytes", "Bytes read from upstreams into the cache",
+                                  value=cache.fills.filled_bytes - from_peers)
+        yield CounterMetricFamily("bdn_fills", "Chunk fills started", value=cache.fills.started)
+        yield GaugeMetricFamily("bdn_fills_in_flight", "Chunk fills in progress", value=cache.fills.in_flight)
         if cache.peers is None:
             return
         peers = cache.peers
@@ -65,6 +103,7 @@ def install(app: web.Application) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(CacheCollector(app))
     app[REGISTRY_KEY] = registry
+    app[REQUESTS_KEY] = RequestMetrics(registry)
     app.router.add_get("/metrics", metrics)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from bdn.errors import Handler
+from bdn.metrics import observe_request
 
 log = logging.getLogger("bdn.access")
 
@@ -26,6 +27,7 @@ class RequestRecord:
     cache: str = ""
     bytes: int | None = None  # payload bytes sent; None when the response body says it
     aborted: bool = False  # the connection was cut mid-body (an upstream failure after the headers)
+    first_byte_at: float | None = None  # time.monotonic() when the body started (streamed answers)
 
 
 _RECORD_KEY = web.RequestKey("bdn.record", RequestRecord)
@@ -50,6 +52,9 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
             record.bytes = response.content_length or 0
         return response
     finally:
+        elapsed = time.monotonic() - started
+        ttfb = None if record.first_byte_at is None else record.first_byte_at - started
+        observe_request(request.app, record.source, status, record.cache, record.bytes or 0, ttfb)
         if log.isEnabledFor(logging.INFO):
             log.info(json.dumps({
                 "method": request.method,
@@ -59,5 +64,5 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
                 "source": record.source,
                 "cache": record.cache,
                 "aborted": record.aborted,
-                "duration_ms": round((time.monotonic() - started) * 1000, 2),
+                "duration_ms": round(elapsed * 1000, 2),
             }))

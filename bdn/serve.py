@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from aiohttp import web
 
@@ -146,6 +147,7 @@ async def stream_range(request: web.Request, response: web.StreamResponse, cache
     sender: Sender | None = None
     try:
         writer = await response.prepare(request)
+        record_of(request).first_byte_at = time.monotonic()  # headers leave with the first byte's arrival
         transport = request.transport
         if transport is None or writer is None:
             raise ConnectionResetError("client went away before the body")
