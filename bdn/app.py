@@ -23,6 +23,7 @@ from bdn.routes import add_routes
 from bdn.sources import make_source
 from bdn.state import CACHE_KEY, CONFIG_KEY
 from bdn.tiers.disk import DiskTier
+from bdn.warm import WARMER_KEY, Warmer
 
 MAX_HEADER_BYTES = 16 * 1024
 
@@ -34,6 +35,7 @@ def make_app(config: Config) -> web.Application:
     )
     app[CONFIG_KEY] = config
     app[DRAIN_KEY] = Drain()
+    app[WARMER_KEY] = Warmer()
     app.cleanup_ctx.append(_cache_context)
     metrics.install(app)
     add_routes(app)
@@ -49,10 +51,12 @@ async def _cache_context(app: web.Application) -> AsyncIterator[None]:
                         peers)
     discovery = asyncio.ensure_future(peers.run()) if peers is not None else None
     app[CACHE_KEY] = cache
+    cache.fills.on_filled = app[metrics.REQUESTS_KEY].fill_seconds.observe
     app[FRONTS_KEY] = make_fronts(cache, config.cache.metadata_ttl)
     try:
         yield
     finally:
+        await app[WARMER_KEY].close()
         if discovery is not None:
             discovery.cancel()
         await cache.close()

@@ -88,6 +88,7 @@ class ObjectCache:
         self.io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="bdn-io")
         self._checks: SingleFlight[str, None] = SingleFlight()
         self.checksum_failures = 0  # objects whose bytes did not match their upstream digest
+        self.coalesced = 0  # chunk reads that joined a fill already in flight instead of starting one
 
     async def version(self, ref: ObjectRef, immutable: bool = False, first_byte: int | None = None) -> Version:
         """The version of `ref` to serve: known and fresh, revalidated, or stale when the upstream is away.
@@ -202,6 +203,7 @@ class ObjectCache:
         name = chunk_name(version.id, index)
         fill = self.fills.get(name)
         if fill is not None:
+            self.coalesced += 1
             return fill
         fd = self.disk.open_chunk(name)
         if fd is not None:

@@ -24,6 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the cache daemon")
     serve.add_argument("--config", help="YAML config file (default: $BDN_CONFIG, else built-in defaults)")
     serve.add_argument("--listen", help="HOST:PORT to listen on (overrides the config)")
+    warm = commands.add_parser("warm", help="preheat a node's cache and show progress")
+    warm.add_argument("urls", nargs="+", help="hf://org/model@rev[/path], s3://bucket/key-or-prefix/, gcs://bucket/...")
+    warm.add_argument("--node", default="http://127.0.0.1:8080", help="the bdn node to fill (default: %(default)s)")
+    warm.add_argument("--pin", action="store_true", help="never evict these objects")
     return parser
 
 
@@ -48,6 +52,10 @@ def _run(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "warm":
+        from bdn.warmcli import warm
+
+        return warm(args.node, args.urls, args.pin)
     try:
         config = load_config(args.config, args.listen)
     except ConfigError as exc:

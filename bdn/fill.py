@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -105,6 +106,7 @@ class Fills:
         self._tasks: set[asyncio.Task[None]] = set()
         self.started = 0  # fills started since start-up
         self.filled_bytes = 0  # bytes written into fills, from the upstream or from peers
+        self.on_filled: Callable[[float], None] = lambda seconds: None  # each committed fill's duration
 
     @property
     def in_flight(self) -> int:
@@ -135,9 +137,11 @@ class Fills:
     async def _run(self, fill: ChunkFill, source: Source, path: str, info: ObjectInfo, start: int,
                    on_changed: Callable[[], None], first: AsyncIterator[bytes] | None) -> None:
         error: BaseException | None = None
+        began = time.monotonic()
         try:
             await self._stream(fill, source, path, info, start, first)
             await self._disk.commit(fill.temp, fill._fd, fill.name, fill.size)
+            self.on_filled(time.monotonic() - began)
             if fill.copy is not None:
                 self._ram.put(fill.name, fill.copy)
         except asyncio.CancelledError:

@@ -29,6 +29,7 @@ class Metadata:
     def __init__(self, disk: DiskTier) -> None:
         self._disk = disk
         self._flight: SingleFlight[str, Json] = SingleFlight()
+        self.fetches = 0  # answers asked upstream (metadata requests)
 
     def peek(self, key: str) -> Json | None:
         known = self._disk.meta(key)
@@ -53,6 +54,7 @@ class Metadata:
 
     async def _refresh(self, key: str, fetch: Callable[[], Awaitable[Json]]) -> Json:
         checked_at = time.time()
+        self.fetches += 1
         value = await fetch()
         await self._disk.put_meta(key, value, checked_at)
         return value

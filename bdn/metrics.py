@@ -29,6 +29,8 @@ class RequestMetrics:
         self.ttfb = Histogram("bdn_ttfb_seconds", "Time from request to the first body byte of object answers",
                               buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
                               registry=registry)
+        self.fill_seconds = Histogram("bdn_fill_seconds", "Time to fill one chunk, from its first read to its commit",
+                                      buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60), registry=registry)
 
 
 REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
@@ -75,6 +77,12 @@ class CacheCollector(Collector):
         yield CounterMetricFamily("bdn_upstream_bytes", "Bytes read from upstreams into the cache",
                                   value=cache.fills.filled_bytes - from_peers)
         yield CounterMetricFamily("bdn_fills", "Chunk fills started", value=cache.fills.started)
+        yield CounterMetricFamily("bdn_coalesced_reads", "Chunk reads that joined a fill already in flight",
+                                  value=cache.coalesced)
+        upstream = CounterMetricFamily("bdn_upstream_requests", "Requests to upstreams and peers", labels=["kind"])
+        upstream.add_metric(["metadata"], cache.metadata.fetches)
+        upstream.add_metric(["chunk"], cache.fills.started)
+        yield upstream
         yield GaugeMetricFamily("bdn_fills_in_flight", "Chunk fills in progress", value=cache.fills.in_flight)
         if cache.peers is None:
             return

@@ -11,7 +11,7 @@ import re
 
 from aiohttp import web
 
-from bdn import gcsapi, hubapi, peers
+from bdn import gcsapi, hubapi, peers, warm
 from bdn.config import HfSourceConfig
 from bdn.drain import DRAIN_KEY
 from bdn.errors import BadRequest, Forbidden, NotFound
@@ -86,5 +86,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.router.add_get("/readyz", readyz, allow_head=True)
     app.router.add_get("/_peer/{source}", peer_chunk)
+    app.router.add_post("/v1/warm", warm.post_warm)
+    app.router.add_get("/v1/warm/{id}", warm.get_warm)
     app.router.add_get("/{tail:.*}", get_object, allow_head=True)
     app.router.add_post("/{tail:.*}", get_object)

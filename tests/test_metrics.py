@@ -52,3 +52,7 @@ async def test_counters_move_by_exactly_the_traffic(start_bdn: StartBdn, origin:
     assert got[("bdn_cache_budget_bytes", (("tier", "ram"),))] == 64 * MiB
     assert got[("bdn_ttfb_seconds_count", ())] == 1  # the streamed answer; the small RAM one is one write
     assert got[("bdn_checksum_failures_total", ())] == 0
+    assert got[("bdn_fill_seconds_count", ())] == 3
+    assert got[("bdn_upstream_requests_total", (("kind", "chunk"),))] == 3
+    assert got[("bdn_upstream_requests_total", (("kind", "metadata"),))] == 2  # m.bin and missing.bin
+    assert got[("bdn_coalesced_reads_total", ())] >= 0

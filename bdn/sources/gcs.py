@@ -87,6 +87,17 @@ class GcsSource:
             raise _translate(exc, what) from None
         return result
 
+    async def list_names(self, bucket: str, prefix: str) -> list[str]:
+        """Every object name under `prefix` (all pages)."""
+        names: list[str] = []
+        params: dict[str, str] = {"prefix": prefix}
+        while True:
+            page = await self.call(f"{bucket}/{prefix}", "b/{}/o", bucket, **params)
+            names.extend(item["name"] for item in page.get("items", []) if not item["name"].endswith("/"))
+            if not page.get("nextPageToken"):
+                return names
+            params["pageToken"] = page["nextPageToken"]
+
     async def resource(self, path: str, generation: str | None = None) -> dict[str, Any]:
         """The object resource JSON (size, generation, hashes, ...) of `{bucket}/{object}`."""
         bucket, key = split_bucket_key(path)

@@ -133,6 +133,20 @@ class S3Source:
             if received != end - start:
                 raise UpstreamError(f"upstream body ended at {received} of {end - start} bytes")
 
+    async def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        """Every key under `prefix` (ListObjectsV2, all pages)."""
+        keys: list[str] = []
+        token: dict[str, str] = {}
+        try:
+            while True:
+                page = await (await self._s3()).list_objects_v2(Bucket=bucket, Prefix=prefix, **token)
+                keys.extend(item["Key"] for item in page.get("Contents", []) if not item["Key"].endswith("/"))
+                if not page.get("IsTruncated"):
+                    return keys
+                token = {"ContinuationToken": page["NextContinuationToken"]}
+        except Exception as exc:
+            raise _translate(exc, f"{bucket}/{prefix}") from None
+
     async def speculate(self, path: str, start: int, end: int) -> Speculation | None:
         """A ranged GetObject with no version pin (see `Speculation`); None if it failed."""
         try:

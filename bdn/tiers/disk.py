@@ -36,6 +36,7 @@ T = TypeVar("T")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (name TEXT PRIMARY KEY, size INTEGER NOT NULL, atime REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, info TEXT NOT NULL, checked_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pins (name TEXT PRIMARY KEY);
 """
 _ATIME_FLUSH_BATCH = 256
 
@@ -49,6 +50,7 @@ class DiskTier:
         self._chunks: OrderedDict[str, int] = OrderedDict()  # name → size, least recently used first
         self._meta: dict[str, tuple[dict[str, Any], float]] = {}
         self._touched: dict[str, float] = {}
+        self._pinned: set[str] = set()  # chunks a preheat asked to keep: never evicted
         self.used_bytes = 0
         self.evictions = 0
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bdn-disk")
@@ -76,6 +78,7 @@ class DiskTier:
             leftover.unlink(missing_ok=True)
         self._load_chunks()
         self._remove_orphans()
+        self._pinned = {name for (name,) in self._db.execute("SELECT name FROM pins")}
         for key, info, checked_at in self._db.execute("SELECT key, info, checked_at FROM meta"):
             self._meta[key] = (json.loads(info), checked_at)
         self._delete_blocking(self._pick_victims())
@@ -149,6 +152,16 @@ class DiskTier:
         self._db.execute("INSERT OR REPLACE INTO chunks (name, size, atime) VALUES (?, ?, ?)",
                          (name, size, time.time()))
 
+    async def pin(self, names: list[str]) -> None:
+        """Keep these chunks whatever the budget (a preheat with `pin: true`)."""
+        self._pinned.update(names)
+        rows = [(name,) for name in names]
+        await self._run(lambda: self._db_executemany("INSERT OR IGNORE INTO pins (name) VALUES (?)", rows))
+
+    def _db_executemany(self, sql: str, rows: list[tuple[str]]) -> None:
+        assert self._db is not None
+        self._db.executemany(sql, rows)
+
     async def remove(self, names: list[str]) -> None:
         """Drop committed chunks (their bytes proved wrong)."""
         victims = [name for name in names if name in self._chunks]
@@ -170,10 +183,14 @@ class DiskTier:
         self._db.executemany("UPDATE chunks SET atime = ? WHERE name = ?", [(t, n) for n, t in touched.items()])
 
     def _pick_victims(self) -> list[str]:
-        """Take least-recently-used chunks out of the index until the tier is within budget."""
+        """Take least-recently-used chunks (never pinned ones) out of the index until within budget."""
         victims = []
-        while self.used_bytes > self.budget and self._chunks:
-            name, size = self._chunks.popitem(last=False)
+        for name in list(self._chunks):
+            if self.used_bytes <= self.budget:
+                break
+            if name in self._pinned:
+                continue
+            size = self._chunks.pop(name)
             self.used_bytes -= size
             self.evictions += 1
             self._touched.pop(name, None)

@@ -1,0 +1,185 @@
+"""Preheat: `POST /v1/warm` fills the cache in the background with objects named by URLs; `GET /v1/warm/{id}` reports.
+
+URLs: `s3://bucket/key` or `s3://bucket/prefix/` (every key under it), `gcs://bucket/object` or
+`gcs://bucket/prefix/`, `hf://org/model@rev[/path]` (a whole repo at a revision, or the files
+under a path; `hf://datasets/org/name@rev` for datasets). The scheme names a configured source,
+or else the first source of that type. Objects are filled through the same cache as requests
+(single flight, checks, peers), a few at a time; with `pin: true` their chunks are never evicted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from bdn.cache import ObjectCache
+from bdn.config import Config
+from bdn.errors import BadRequest, BdnError, NotFound
+from bdn.objects import ObjectRef, chunk_name
+from bdn.sources.gcs import GcsSource
+from bdn.sources.hf import HfSource, HubFile
+from bdn.sources.s3 import S3Source
+from bdn.state import CACHE_KEY, CONFIG_KEY
+
+log = logging.getLogger("bdn.warm")
+OBJECTS_AT_ONCE = 4
+MAX_URLS = 1000
+
+
+@dataclass
+class Job:
+    """One preheat: its URLs, and progress as objects and bytes done out of the total known so far."""
+
+    id: str
+    urls: list[str]
+    pin: bool
+    state: str = "running"  # running | done | failed
+    objects_total: int = 0
+    objects_done: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def report(self) -> dict[str, Any]:
+        return {"id": self.id, "state": self.state, "objects": {"done": self.objects_done, "total": self.objects_total},
+                "bytes": {"done": self.bytes_done, "total": self.bytes_total}, "errors": self.errors}
+
+
+class Warmer:
+    """The preheat jobs of one app."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, cache: ObjectCache, config: Config, urls: list[str], pin: bool) -> Job:
+        job = Job(str(next(self._ids)), urls, pin)
+        self.jobs[job.id] = job
+        task = asyncio.ensure_future(self._run(job, cache, config))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job
+
+    async def _run(self, job: Job, cache: ObjectCache, config: Config) -> None:
+        refs: list[tuple[ObjectRef, bool]] = []
+        for url in job.urls:
+            try:
+                refs.extend(await expand(cache, config, url))
+            except BdnError as exc:
+                job.errors.append(f"{url}: {exc.detail}")
+        job.objects_total = len(refs)
+        gate = asyncio.Semaphore(OBJECTS_AT_ONCE)
+
+        async def one(ref: ObjectRef, immutable: bool) -> None:
+            async with gate:
+                try:
+                    await fill_object(cache, ref, immutable, job)
+                except BdnError as exc:
+                    job.errors.append(f"{ref.source}/{ref.path}: {exc.detail}")
+                job.objects_done += 1
+
+        await asyncio.gather(*(one(ref, immutable) for ref, immutable in refs))
+        job.state = "failed" if job.errors else "done"
+        log.info("preheat %s %s: %d objects, %d bytes, %d errors", job.id, job.state, job.objects_done,
+                 job.bytes_done, len(job.errors))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def fill_object(cache: ObjectCache, ref: ObjectRef, immutable: bool, job: Job) -> None:
+    """Every chunk of the object on this node (and pinned if the job says so), checked like any read."""
+    version = await cache.version(ref, immutable=immutable)
+    job.bytes_total += version.info.size
+    indices = version.chunk_indices(0, version.info.size, cache.chunk_bytes)
+    cache.prefetch(version, indices)
+    for index in indices:
+        fd, fill = cache.open_chunk(version, index)
+        try:
+            if fill is not None:
+                await fill.wait_finished()
+        finally:
+            os.close(fd)
+    await cache.verify(version)
+    if job.pin:
+        await cache.disk.pin([chunk_name(version.id, index) for index in indices])
+    job.bytes_done += version.info.size
+
+
+def _source_for(config: Config, scheme: str) -> str:
+    if scheme in config.sources:
+        return scheme
+    for name, source in config.sources.items():
+        if source.type == scheme:
+            return name
+    raise NotFound(f"no source named or of type {scheme!r}")
+
+
+async def expand(cache: ObjectCache, config: Config, url: str) -> list[tuple[ObjectRef, bool]]:
+    """The objects a preheat URL names, each with whether it is immutable (named by commit)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not rest:
+        raise BadRequest(f"not a preheat URL: {url!r}")
+    name = _source_for(config, scheme)
+    source = cache.sources[name]
+    if isinstance(source, HfSource):
+        return [(ObjectRef(name, file.path), True) for file in await _hub_files(source, rest)]
+    bucket, _, key = rest.partition("/")
+    if not isinstance(source, (S3Source, GcsSource)) or (key and not key.endswith("/")):
+        return [(ObjectRef(name, rest), False)]  # one object (an http source's path, or bucket/key)
+    if isinstance(source, S3Source):
+        keys = await source.list_keys(bucket, key)
+    else:
+        keys = await source.list_names(bucket, key)
+    return [(ObjectRef(name, f"{bucket}/{k}"), False) for k in keys]
+
+
+async def _hub_files(source: HfSource, rest: str) -> list[HubFile]:
+    """`[datasets/|spaces/]org/name@rev[/path]` (or `org/name` for the default branch, whole repo)."""
+    repo_type = "model"
+    if rest.startswith(("datasets/", "spaces/")):
+        kind, _, rest = rest.partition("/")
+        repo_type = kind[:-1]
+    parts = rest.split("/")
+    at = next((i for i, part in enumerate(parts) if "@" in part), None)
+    if at is None:
+        repo_id, revision, path = rest, "", ""
+    else:
+        name, _, revision = parts[at].partition("@")
+        repo_id, path = "/".join([*parts[:at], name]), "/".join(parts[at + 1:])
+    sha = str((await source.repo_info(repo_type, repo_id, revision or None))["sha"])
+    entries = await source.tree(repo_type, repo_id, sha, None, recursive=True)
+    return [HubFile(repo_type, repo_id, sha, entry["path"]) for entry in entries
+            if entry["type"] == "file" and (not path or entry["path"] == path or entry["path"].startswith(path + "/"))]
+
+
+WARMER_KEY = web.AppKey("warmer", Warmer)
+
+
+async def post_warm(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("the body must be JSON: {\"urls\": [...], \"pin\": false}") from None
+    urls = body.get("urls") if isinstance(body, dict) else body
+    if not isinstance(urls, list) or not urls or len(urls) > MAX_URLS or not all(isinstance(u, str) for u in urls):
+        raise BadRequest(f"urls must be a list of 1 to {MAX_URLS} strings")
+    pin = bool(body.get("pin", False)) if isinstance(body, dict) else False
+    job = request.app[WARMER_KEY].start(request.app[CACHE_KEY], request.app[CONFIG_KEY], urls, pin)
+    return web.json_response(job.report(), status=202)
+
+
+async def get_warm(request: web.Request) -> web.Response:
+    job = request.app[WARMER_KEY].jobs.get(request.match_info["id"])
+    if job is None:
+        raise NotFound("no such preheat job")
+    return web.json_response(job.report())
