@@ -222,6 +222,17 @@ class ObjectCache:
             return chunk, None
         return chunk.attach(), chunk
 
+    async def whole_chunk(self, version: Version, index: int) -> int:
+        """An fd of chunk `index` once all its bytes are there, filling it if needed (caller closes)."""
+        fd, fill = self.open_chunk(version, index)
+        if fill is not None:
+            try:
+                await fill.wait_finished()
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
+
     def verified(self, version: Version) -> bool:
         """Whether the version needs no content check (no digest, or it already passed one)."""
         return version.info.digest is None or self.metadata.peek(self._verified_key(version)) is not None
@@ -240,10 +251,8 @@ class ObjectCache:
         indices = version.chunk_indices(0, size, self.chunk_bytes)
         self.prefetch(version, indices)
         for index in indices:
-            fd, fill = self.open_chunk(version, index)
+            fd = await self.whole_chunk(version, index)
             try:
-                if fill is not None:
-                    await fill.wait_finished()
                 start, end = chunk_span(index, self.chunk_bytes, size)
                 await asyncio.get_running_loop().run_in_executor(self.io, _hash_file, hasher, fd, end - start)
             finally:

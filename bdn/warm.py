@@ -103,12 +103,7 @@ async def fill_object(cache: ObjectCache, ref: ObjectRef, immutable: bool, job: 
     indices = version.chunk_indices(0, version.info.size, cache.chunk_bytes)
     cache.prefetch(version, indices)
     for index in indices:
-        fd, fill = cache.open_chunk(version, index)
-        try:
-            if fill is not None:
-                await fill.wait_finished()
-        finally:
-            os.close(fd)
+        os.close(await cache.whole_chunk(version, index))
     await cache.verify(version)
     if job.pin:
         await cache.disk.pin([chunk_name(version.id, index) for index in indices])
