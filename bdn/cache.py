@@ -135,7 +135,7 @@ class ObjectCache:
         version = self.version_of(ref, info)
         name = chunk_name(version.id, start // self.chunk_bytes)
         usable = start < info.size and speculation.fits(info, start, end)
-        if not usable or self.ram.has(name) or self.disk.has(name) or self.fills.get(name) is not None:
+        if not usable or self._committed(name) or self.fills.get(name) is not None:
             speculation.close()
             return info
         self.fills.start(name, source, ref.path, info, start, end, lambda: self.metadata.expire(ref.key),
@@ -145,10 +145,14 @@ class ObjectCache:
     def version_of(self, ref: ObjectRef, info: ObjectInfo, stale: bool = False) -> Version:
         return Version(ref, info, version_id(ref, info), stale)
 
+    def _committed(self, name: str) -> bool:
+        """Whether a chunk is in RAM or on disk (not just being filled)."""
+        return self.ram.has(name) or self.disk.has(name)
+
     def stored(self, version: Version, start: int, end: int) -> bool:
         """Whether every chunk covering [start, end) is committed (in RAM or on disk), not just being filled."""
-        return all(self.ram.has(name) or self.disk.has(name) for name in
-                   (chunk_name(version.id, index) for index in version.chunk_indices(start, end, self.chunk_bytes)))
+        return all(self._committed(chunk_name(version.id, index))
+                   for index in version.chunk_indices(start, end, self.chunk_bytes))
 
     def complete(self, version: Version, start: int = 0, end: int | None = None) -> bool:
         """Whether every byte of [start, end) is local: on disk, or already written by a fill."""
@@ -275,7 +279,7 @@ class ObjectCache:
         """Start fills for chunks of `indices` that are neither on disk nor in flight."""
         for index in indices:
             name = chunk_name(version.id, index)
-            if not self.ram.has(name) and not self.disk.has(name) and self.fills.get(name) is None:
+            if not self._committed(name) and self.fills.get(name) is None:
                 self._start_fill(version, index, name)
 
     def _start_fill(self, version: Version, index: int, name: str) -> ChunkFill:
@@ -293,7 +297,7 @@ class ObjectCache:
             return False
         return all(self._owner(version.ref, index) is not None
                    for index in version.chunk_indices(start, end, self.chunk_bytes)
-                   if not self.stored(version, index * self.chunk_bytes, index * self.chunk_bytes + 1))
+                   if not self._committed(chunk_name(version.id, index)))
 
     def _owner(self, ref: ObjectRef, index: int) -> str | None:
         """The other node that owns chunk `index` of `ref`, or None when this node fills it itself."""

@@ -173,10 +173,9 @@ def _api_target(parts: list[str]) -> tuple[str, str, str, list[str]]:
 
 async def _api(request: web.Request, front: HubFront, parts: list[str]) -> web.StreamResponse:
     repo_type, repo_id, action, args = _api_target(parts)
-    if action == "auth-check":
-        await front.authorize(request, repo_type, repo_id)
-        return web.json_response({})
     await front.authorize(request, repo_type, repo_id)
+    if action == "auth-check":
+        return web.json_response({})
     if action == "paths-info":
         if request.method != "POST" or not args:
             raise web.HTTPMethodNotAllowed(request.method, ["POST"])

@@ -59,20 +59,17 @@ class CacheCollector(Collector):
         cache = self._app.get(CACHE_KEY)
         if cache is None:
             return
-        used = GaugeMetricFamily("bdn_cache_used_bytes", "Bytes held by each cache tier", labels=["tier"])
-        used.add_metric(["ram"], cache.ram.used_bytes)
-        used.add_metric(["disk"], cache.disk.used_bytes)
-        yield used
-        evictions = CounterMetricFamily("bdn_cache_evictions", "Chunks evicted to stay within budget", labels=["tier"])
-        evictions.add_metric(["ram"], cache.ram.evictions)
-        evictions.add_metric(["disk"], cache.disk.evictions)
-        yield evictions
+        tiers = {"ram": cache.ram, "disk": cache.disk}
+        for kind, name, doc, attribute in (
+                (GaugeMetricFamily, "bdn_cache_used_bytes", "Bytes held by each cache tier", "used_bytes"),
+                (GaugeMetricFamily, "bdn_cache_budget_bytes", "Configured budget of each cache tier", "budget"),
+                (CounterMetricFamily, "bdn_cache_evictions", "Chunks evicted to stay within budget", "evictions")):
+            metric = kind(name, doc, labels=["tier"])
+            for tier, store in tiers.items():
+                metric.add_metric([tier], getattr(store, attribute))
+            yield metric
         yield CounterMetricFamily("bdn_checksum_failures", "Objects whose bytes did not match their upstream digest",
                                   value=cache.checksum_failures)
-        budget = GaugeMetricFamily("bdn_cache_budget_bytes", "Configured budget of each cache tier", labels=["tier"])
-        budget.add_metric(["ram"], cache.ram.budget)
-        budget.add_metric(["disk"], cache.disk.budget)
-        yield budget
         from_peers = sum(cache.peers.bytes_in.values()) if cache.peers is not None else 0
         yield CounterMetricFamily("bdn_upstream_bytes", "Bytes read from upstreams into the cache",
                                   value=cache.fills.filled_bytes - from_peers)

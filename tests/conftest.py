@@ -118,10 +118,8 @@ def bucket(s3: Any) -> str:
 
 @pytest.fixture
 async def proxy(moto_url: str) -> AsyncIterator[CountingProxy]:
-    counting = CountingProxy(moto_url)
-    await counting.start()
-    yield counting
-    await counting.stop()
+    async with CountingProxy(moto_url) as counting:
+        yield counting
 
 
 @pytest.fixture

@@ -51,6 +51,13 @@ class CountingProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         return self.url
 
+    async def __aenter__(self) -> CountingProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()

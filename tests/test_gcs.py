@@ -52,10 +52,8 @@ async def gcs(gcs_url: str, http: aiohttp.ClientSession) -> Gcs:
 
 @pytest.fixture
 async def gcs_proxy(gcs_url: str) -> AsyncIterator[CountingProxy]:
-    counting = CountingProxy(gcs_url)
-    await counting.start()
-    yield counting
-    await counting.stop()
+    async with CountingProxy(gcs_url) as counting:
+        yield counting
 
 
 async def start_gcs_node(start_bdn: StartBdn, endpoint: str, **cache: Any) -> Bdn:

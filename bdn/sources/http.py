@@ -34,10 +34,13 @@ def _status_error(status: int, what: str) -> Exception:
     return UpstreamError(f"upstream answered {status} for {what}")
 
 
+def _is_identity(response: aiohttp.ClientResponse) -> bool:
+    return response.headers.get("Content-Encoding", "identity").strip().lower() in ("", "identity")
+
+
 def _check_identity(response: aiohttp.ClientResponse, what: str) -> None:
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise UpstreamError(f"upstream sent Content-Encoding {encoding!r} for {what}")
+    if not _is_identity(response):
+        raise UpstreamError(f"upstream sent Content-Encoding {response.headers['Content-Encoding']!r} for {what}")
 
 
 async def checked_range_get(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
@@ -88,8 +91,7 @@ async def speculative_get(session: aiohttp.ClientSession, url: str, start: int, 
     except (TimeoutError, aiohttp.ClientError, ConnectionError):
         return None
     length = response.headers.get("Content-Length", "")
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    if response.status != 206 or not length.isdigit() or encoding not in ("", "identity"):
+    if response.status != 206 or not length.isdigit() or not _is_identity(response):
         response.close()
         return None
 
