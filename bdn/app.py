@@ -19,6 +19,7 @@ from bdn.errors import error_middleware
 from bdn.hubapi import FRONTS_KEY, make_fronts
 from bdn.peers import Peers
 from bdn.requestlog import access_log_middleware
+from bdn.retry import RetryPolicy
 from bdn.routes import add_routes
 from bdn.sources import make_source
 from bdn.state import CACHE_KEY, CONFIG_KEY
@@ -47,8 +48,10 @@ async def _cache_context(app: web.Application) -> AsyncIterator[None]:
     disk = await DiskTier.open(config.cache.dir, config.cache.disk_bytes)
     sources = {name: make_source(source, config.upstream) for name, source in config.sources.items()}
     peers = Peers(config.peers) if config.peers.enabled else None
+    upstream = config.upstream
+    retry = RetryPolicy(upstream.retries, upstream.retry_backoff, upstream.retry_max_wait)
     cache = ObjectCache(sources, disk, config.cache.chunk_bytes, config.cache.metadata_ttl, config.cache.ram_bytes,
-                        peers)
+                        peers, retry)
     discovery = asyncio.ensure_future(peers.run()) if peers is not None else None
     app[CACHE_KEY] = cache
     cache.fills.on_filled = app[metrics.REQUESTS_KEY].fill_seconds.observe

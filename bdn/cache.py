@@ -26,6 +26,7 @@ from bdn.flight import SingleFlight
 from bdn.metadata import Metadata
 from bdn.objects import ObjectInfo, ObjectRef, chunk_name, chunk_span, version_id
 from bdn.peers import Peers, owner_key
+from bdn.retry import RetryPolicy
 from bdn.sources import Source, Speculating, Speculation
 from bdn.tiers.disk import DiskTier
 from bdn.tiers.ram import RamTier
@@ -73,16 +74,17 @@ class ObjectCache:
     """Metadata, disk chunks and fills for every source; see the module docstring."""
 
     def __init__(self, sources: Mapping[str, Source], disk: DiskTier, chunk_bytes: int, metadata_ttl: float,
-                 ram_bytes: int = 0, peers: Peers | None = None) -> None:
+                 ram_bytes: int = 0, peers: Peers | None = None, retry: RetryPolicy | None = None) -> None:
         self.sources = sources
         self.peers = peers
         self.disk = disk
         self.ram = RamTier(ram_bytes)
-        self.fills = Fills(disk, self.ram)
+        self.retry = retry or RetryPolicy()
+        self.fills = Fills(disk, self.ram, self.retry)
         self._ram_loads: set[str] = set()  # chunks being read from disk into the RAM tier
         self.chunk_bytes = chunk_bytes
         self.metadata_ttl = metadata_ttl
-        self.metadata = Metadata(disk)
+        self.metadata = Metadata(disk, self.retry)
         # Threads for file reads the loop must not do (digest checks, the no-sendfile path); bdn's own,
         # so they never queue behind other users of the default executor.
         self.io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="bdn-io")

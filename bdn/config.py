@@ -51,6 +51,9 @@ class UpstreamConfig:
 
     connect_timeout: float = 10.0  # seconds to open a connection
     read_timeout: float = 30.0  # seconds without a byte before an upstream read fails
+    retries: int = 3  # retries of a request that failed to connect, timed out, reset, or got 429/5xx
+    retry_backoff: float = 0.2  # seconds before the first retry, doubled for each next one (with jitter)
+    retry_max_wait: float = 10.0  # longest wait for one retry; a longer Retry-After ends retries with 503
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,9 @@ def _parse_upstream(raw: Mapping[str, Any]) -> UpstreamConfig:
     return UpstreamConfig(
         connect_timeout=parse_duration(*value("connect_timeout")),
         read_timeout=parse_duration(*value("read_timeout")),
+        retries=_integer(*value("retries")),
+        retry_backoff=parse_duration(*value("retry_backoff")),
+        retry_max_wait=parse_duration(*value("retry_max_wait")),
     )
 
 

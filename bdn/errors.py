@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from xml.sax.saxutils import escape
 
@@ -77,6 +78,23 @@ class UpstreamUnreachable(UpstreamError):
     """The upstream could not be reached or timed out."""
 
     code = "upstream_unreachable"
+
+
+class UpstreamBusy(UpstreamUnreachable):
+    """The upstream answered 429 or 5xx: worth retrying, after `retry_after` seconds if it said so.
+
+    When retries run out the client hears 503 for 429/503 (with the upstream's Retry-After) and
+    502 for the other 5xx.
+    """
+
+    code = "upstream_busy"
+
+    def __init__(self, detail: str, *, status: int, retry_after: float | None = None) -> None:
+        headers = {} if retry_after is None else {"Retry-After": str(math.ceil(retry_after))}
+        super().__init__(detail, headers=headers)
+        self.retry_after = retry_after
+        if status in (429, 503):
+            self.status, self.s3_code = 503, "SlowDown"
 
 
 class VersionChanged(UpstreamError):

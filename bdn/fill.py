@@ -8,11 +8,12 @@ it can send [its position, bytes written) with sendfile. Nothing of the payload 
 Python memory, and a slow reader only slows itself.
 
 A fill runs as its own task: a reader that disconnects never cancels it. An upstream that
-drops mid-body is resumed from the last byte written with a ranged read (bounded retries with
-backoff); on any other error, or when retries run out, the temp file is deleted, nothing is
-committed, and every reader sees the error. Only a complete chunk of the right length is
-committed to the disk tier, and the fill leaves the registry only after that commit, so there
-is no moment in which a chunk is neither in flight nor on disk.
+drops or stalls mid-body, or answers 429/5xx, is resumed from the last byte written with a
+ranged read (bdn.retry's bounded, jittered backoff); on any other error, or when retries run
+out, the temp file is deleted, nothing is committed, and every reader sees the error. Only a
+complete chunk of the right length is committed to the disk tier, and the fill leaves the
+registry only after that commit, so there is no moment in which a chunk is neither in flight
+nor on disk.
 """
 
 from __future__ import annotations
@@ -26,13 +27,12 @@ from pathlib import Path
 
 from bdn.errors import BdnError, UpstreamError, UpstreamUnreachable, VersionChanged
 from bdn.objects import ObjectInfo
+from bdn.retry import RetryPolicy
 from bdn.sources import Source
 from bdn.tiers.disk import DiskTier
 from bdn.tiers.ram import RamTier
 
 log = logging.getLogger("bdn.fill")
-RESUME_ATTEMPTS = 3
-RESUME_BACKOFF = 0.2  # seconds, doubled on each attempt
 SHUTDOWN_GRACE = 10.0  # seconds fills in flight may take to finish when the daemon stops
 
 
@@ -99,9 +99,10 @@ class ChunkFill:
 class Fills:
     """The registry of chunk fills in flight on this node, keyed by chunk name."""
 
-    def __init__(self, disk: DiskTier, ram: RamTier) -> None:
+    def __init__(self, disk: DiskTier, ram: RamTier, retry: RetryPolicy) -> None:
         self._disk = disk
         self._ram = ram
+        self._retry = retry
         self._fills: dict[str, ChunkFill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.started = 0  # fills started since start-up
@@ -168,12 +169,14 @@ class Fills:
                     fill._append(piece)
                     self.filled_bytes += len(piece)
                 return
-            except UpstreamUnreachable:
+            except UpstreamUnreachable as exc:
                 attempt += 1
-                if attempt > RESUME_ATTEMPTS:
+                wait = self._retry.wait(attempt, exc)
+                if wait is None:
                     raise
-                log.info("resuming %s at byte %d (attempt %d)", path, start + fill.written, attempt)
-                await asyncio.sleep(RESUME_BACKOFF * 2 ** (attempt - 1))
+                log.info("resuming %s at byte %d in %.2fs (retry %d): %s", path, start + fill.written, wait,
+                         attempt, exc.detail)
+                await asyncio.sleep(wait)
 
     async def close(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Let fills in flight finish (their bytes are wanted), for up to `grace` seconds; cancel the rest."""

@@ -1,10 +1,11 @@
 """Upstream answers (JSON objects) cached by key: fresh for a TTL, persisted, single-flighted, stale-if-error.
 
 An object's version, a branch's commit, a repo's visibility: each is asked upstream at most
-once per `ttl` per node, however many requests want it at once, and the answer's age survives
-restarts. `ttl=None` marks an answer that can never change (anything named by a commit sha).
-When the upstream cannot be asked (`UpstreamError`), a known answer is served stale if the
-caller says it may be; `NotFound` forgets the answer.
+once per `ttl` per node, however many requests want it at once (an unreachable or busy
+upstream is retried by the upstream retry policy), and the answer's age survives restarts.
+`ttl=None` marks an answer that can never change (anything named by a commit sha). When the
+upstream cannot be asked (`UpstreamError`), a known answer is served stale if the caller says
+it may be; `NotFound` forgets the answer.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 from bdn.errors import NotFound, UpstreamError
 from bdn.flight import SingleFlight
+from bdn.retry import RetryPolicy
 from bdn.tiers.disk import DiskTier
 
 log = logging.getLogger("bdn.metadata")
@@ -26,8 +28,9 @@ Freshness = Literal["stored", "fetched", "stale"]  # from the store within its T
 class Metadata:
     """See the module docstring."""
 
-    def __init__(self, disk: DiskTier) -> None:
+    def __init__(self, disk: DiskTier, retry: RetryPolicy) -> None:
         self._disk = disk
+        self._retry = retry
         self._flight: SingleFlight[str, Json] = SingleFlight()
         self.fetches = 0  # answers asked upstream (metadata requests)
 
@@ -55,7 +58,7 @@ class Metadata:
     async def _refresh(self, key: str, fetch: Callable[[], Awaitable[Json]]) -> Json:
         checked_at = time.time()
         self.fetches += 1
-        value = await fetch()
+        value = await self._retry.call(key.replace("\0", "/"), fetch)
         await self._disk.put_meta(key, value, checked_at)
         return value
 

@@ -80,6 +80,8 @@ class CacheCollector(Collector):
         upstream.add_metric(["metadata"], cache.metadata.fetches)
         upstream.add_metric(["chunk"], cache.fills.started)
         yield upstream
+        yield CounterMetricFamily("bdn_upstream_retries", "Upstream requests retried or fills resumed after a failure",
+                                  value=cache.retry.retries)
         yield GaugeMetricFamily("bdn_fills_in_flight", "Chunk fills in progress", value=cache.fills.in_flight)
         if cache.peers is None:
             return

@@ -151,7 +151,7 @@ def bdn_config(cache_dir: Path, sources: dict[str, Any], **cache: Any) -> dict[s
         "listen": "127.0.0.1:0",
         "cache": {"dir": str(cache_dir), "chunk_bytes": "1MiB", "disk_bytes": "1GiB", **cache},
         "sources": sources,
-        "upstream": {"connect_timeout": "2s", "read_timeout": "5s"},
+        "upstream": {"connect_timeout": "2s", "read_timeout": "5s", "retry_backoff": "20ms"},
     }
 
 
@@ -164,10 +164,11 @@ async def start_bdn(tmp_path: Path) -> AsyncIterator[StartBdn]:
     started: list[Bdn] = []
 
     async def start(sources: dict[str, Any], cache_dir: Path | None = None, port: int = 0,
-                    peers: dict[str, Any] | None = None, **cache: Any) -> Bdn:
+                    peers: dict[str, Any] | None = None, upstream: dict[str, Any] | None = None, **cache: Any) -> Bdn:
         raw = bdn_config(cache_dir or tmp_path / "cache", sources, **cache)
         if peers is not None:
             raw["peers"] = peers
+        raw["upstream"].update(upstream or {})
         app = make_app(from_mapping(raw))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -232,7 +232,7 @@ FAULTS_502 = [
     ("wrong_content_range", True),
     ("gzip", True),
     ("status", 500),
-    ("status", 503),
+    ("status", 504),
     ("status", 302),
     ("no_validators", True),
 ]

@@ -22,8 +22,9 @@ import aiohttp
 
 from bdn.config import GcsSourceConfig, UpstreamConfig
 from bdn.digests import from_base64
-from bdn.errors import Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
+from bdn.errors import Forbidden, NotFound, UpstreamBusy, UpstreamError, UpstreamUnreachable, VersionChanged
 from bdn.objects import ObjectInfo, split_bucket_key
+from bdn.retry import RETRYABLE_STATUSES, busy
 from bdn.sources.http import checked_range_get, upstream_timeout
 
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
@@ -81,8 +82,12 @@ class GcsSource:
             async with fs.session.get(fs._format_path(path, args), params=params,
                                       headers=fs._get_headers(None)) as response:
                 content = await response.read()
+                if response.status in RETRYABLE_STATUSES:
+                    raise busy(response.status, response.headers.get("Retry-After"), what)
                 validate_response(response.status, content, path, args)
                 result: dict[str, Any] = json.loads(content)
+        except UpstreamBusy:
+            raise
         except Exception as exc:
             raise _translate(exc, what) from None
         return result

@@ -31,6 +31,7 @@ from huggingface_hub.hf_api import RepoFile, RepoFolder
 from bdn.config import HfSourceConfig, UpstreamConfig
 from bdn.errors import BadRequest, Forbidden, HubError, NotFound, UpstreamError, UpstreamUnreachable
 from bdn.objects import ObjectInfo
+from bdn.retry import RETRYABLE_STATUSES, busy
 from bdn.sources.http import checked_range_get, client_session, upstream_timeout
 
 T = TypeVar("T")
@@ -78,6 +79,8 @@ def hub_error(exc: Exception, what: str) -> Exception:
             if "X-Repo-Commit" in response.headers:
                 headers["X-Repo-Commit"] = response.headers["X-Repo-Commit"]
             return HubError(status, f"{what}: {headers.get('X-Error-Message', 'refused by the Hub')}", headers)
+        if status in RETRYABLE_STATUSES:
+            return busy(status, response.headers.get("Retry-After"), what)
         return UpstreamError(f"the Hub answered {status} for {what}")
     if isinstance(exc, (httpx2.TransportError, OSError, TimeoutError)):
         return UpstreamUnreachable(f"the Hub is unreachable for {what}: {type(exc).__name__}")

@@ -18,13 +18,17 @@ from bdn import __version__
 from bdn.config import HttpSourceConfig, UpstreamConfig
 from bdn.errors import Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
 from bdn.objects import ObjectInfo
+from bdn.retry import RETRYABLE_STATUSES, busy
 from bdn.sources import Speculation
 
 READ_PIECE = 256 * 1024
 _SAFE = "/~!$&'()*+,;=:@"
 
 
-def _status_error(status: int, what: str) -> Exception:
+def _status_error(response: aiohttp.ClientResponse, what: str) -> Exception:
+    status = response.status
+    if status in RETRYABLE_STATUSES:
+        return busy(status, response.headers.get("Retry-After"), what)
     if status in (404, 410):
         return NotFound(f"{what} does not exist upstream")
     if status in (401, 403):
@@ -57,7 +61,7 @@ async def checked_range_get(session: aiohttp.ClientSession, url: str, headers: d
             if response.status != 206:
                 if response.status == 200:
                     raise UpstreamError(f"upstream answered 200 to a Range request for {what}")
-                raise _status_error(response.status, what)
+                raise _status_error(response, what)
             _check_identity(response, what)
             content_range = response.headers.get("Content-Range")
             if content_range != expected:
@@ -142,7 +146,7 @@ class HttpSource:
         try:
             async with self._client().head(self._url(path), allow_redirects=False) as response:
                 if response.status != 200:
-                    raise _status_error(response.status, path)
+                    raise _status_error(response, path)
                 _check_identity(response, path)
                 headers = response.headers
         except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:

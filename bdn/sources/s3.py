@@ -22,6 +22,7 @@ from aiobotocore.session import get_session
 from bdn.config import S3SourceConfig, UpstreamConfig
 from bdn.errors import Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
 from bdn.objects import ObjectInfo, split_bucket_key
+from bdn.retry import RETRYABLE_STATUSES, busy
 from bdn.sources import Speculation
 from bdn.sources.http import counted
 
@@ -29,6 +30,7 @@ READ_PIECE = 256 * 1024
 _NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket", "NoSuchVersion"}
 _FORBIDDEN = {"403", "AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 _CHANGED = {"412", "PreconditionFailed"}
+_BUSY = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"}
 _UNREACHABLE = (
     botocore.exceptions.EndpointConnectionError,
     botocore.exceptions.ConnectTimeoutError,
@@ -50,7 +52,10 @@ def _translate(exc: Exception, what: str) -> Exception:
             return Forbidden(f"upstream refused access to {what}")
         if code in _CHANGED:
             return VersionChanged(f"{what} changed upstream")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        metadata = exc.response.get("ResponseMetadata", {})
+        status = metadata.get("HTTPStatusCode")
+        if status in RETRYABLE_STATUSES or code in _BUSY:
+            return busy(int(status or 503), metadata.get("HTTPHeaders", {}).get("retry-after"), what)
         return UpstreamError(f"upstream answered {status} {code} for {what}")
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return UpstreamError("no AWS credentials found for this source")
@@ -67,7 +72,7 @@ class S3Source:
         self._aio_config = AioConfig(
             connect_timeout=upstream.connect_timeout,
             read_timeout=upstream.read_timeout,
-            retries={"max_attempts": 3, "mode": "standard"},
+            retries={"total_max_attempts": 1},  # bdn.retry retries, with one policy for every source
             max_pool_connections=64,
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",

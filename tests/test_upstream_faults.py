@@ -1,0 +1,232 @@
+"""Faults between bdn and its upstreams, injected by a TCP proxy: resets, stalls, 429/5xx, changed objects.
+
+Each source kind (http origin, S3 on moto, GCS on fake-gcs-server) is reached through
+`tests/faultproxy.py`. A transient fault is survived (the fill resumes from its last byte, a
+busy answer is retried after its Retry-After) and the client gets the right bytes; a
+persistent one ends as a JSON 502/503 or an aborted connection, never a short body that
+looks complete, and never leaves a partial or mixed chunk in the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+
+from tests.conftest import Bdn, MiB, StartBdn, sha256
+from tests.faultproxy import FaultProxy, Mode
+from tests.origin import Origin
+from tests.test_gcs import Gcs
+from tests.test_http_source import chunk_files, expect_json_error, settle
+
+CHUNK = MiB
+SIZE = 3 * CHUNK + 4567
+KINDS = ["http", "s3", "gcs"]
+
+
+@dataclass
+class Upstream:
+    """One upstream behind a fault proxy: how bdn names it, and how a test stores an object in it."""
+
+    proxy: FaultProxy
+    sources: dict[str, Any]
+    prefix: str  # the path under bdn for object `name` is prefix + name
+    put: Callable[[str, bytes], Awaitable[None]]
+
+
+@pytest.fixture(params=KINDS)
+async def upstream(request: pytest.FixtureRequest, origin: Origin,
+                   http: aiohttp.ClientSession) -> AsyncIterator[Upstream]:
+    kind = request.param
+    if kind == "http":
+        target, prefix = origin.url, "up/"
+
+        async def put(name: str, data: bytes) -> None:
+            origin.put(name, data)
+    elif kind == "s3":
+        s3, bucket = request.getfixturevalue("s3"), request.getfixturevalue("bucket")
+        target, prefix = request.getfixturevalue("moto_url"), f"up/{bucket}/"
+
+        async def put(name: str, data: bytes) -> None:
+            await asyncio.to_thread(s3.put_object, Bucket=bucket, Key=name, Body=data)
+    else:
+        gcs = Gcs(request.getfixturevalue("gcs_url"), http)
+        gcs.bucket = f"faults-{uuid.uuid4().hex[:12]}"  # test_gcs's own counter names its buckets
+        await gcs.create()
+        target, prefix = gcs.url, f"up/{gcs.bucket}/"
+
+        async def put(name: str, data: bytes) -> None:
+            await gcs.put(name, data)
+    proxy = FaultProxy(int(urlsplit(target).port or 0))
+    await proxy.start()
+    sources = {
+        "http": {"up": {"type": "http", "base_url": proxy.url}},
+        "s3": {"up": {"type": "s3", "endpoint_url": proxy.url, "region": "us-east-1"}},
+        "gcs": {"up": {"type": "gcs", "endpoint_url": proxy.url, "token": "anon", "project": "test"}},
+    }[kind]
+    yield Upstream(proxy, sources, prefix, put)
+    await proxy.stop()
+
+
+async def metric(node: Bdn, http: aiohttp.ClientSession, name: str) -> float:
+    async with http.get(f"{node.url}/metrics") as response:
+        for line in (await response.text()).splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    raise AssertionError(f"{name} not exported")
+
+
+async def read_outcome(http: aiohttp.ClientSession, url: str, size: int) -> int | str:
+    """The status of a JSON error, or 'aborted' for a body cut short; fails on a short body that looks complete."""
+    try:
+        async with http.get(url) as response:
+            if response.status >= 500:
+                await expect_json_error(response, response.status)
+                return response.status
+            assert response.status == 200
+            assert response.headers["Content-Length"] == str(size)
+            got = await response.read()
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+        return "aborted"
+    raise AssertionError(f"a failed fill was served as a complete {len(got)}-byte answer of {size}")
+
+
+async def stored(upstream: Upstream, name: str) -> bytes:
+    data = os.urandom(SIZE)
+    await upstream.put(name, data)
+    return data
+
+
+@pytest.mark.parametrize("mode", ["reset", "truncate", "stall"])
+async def test_mid_body_fault_resumes_from_the_last_byte(start_bdn: StartBdn, upstream: Upstream,
+                                                         http: aiohttp.ClientSession, mode: Mode) -> None:
+    data = await stored(upstream, "resume.bin")
+    node = await start_bdn(upstream.sources, upstream={"read_timeout": "500ms"})
+    upstream.proxy.mode, upstream.proxy.after, upstream.proxy.faults = mode, 300_000, 1
+    async with http.get(f"{node.url}/{upstream.prefix}resume.bin") as response:
+        assert response.status == 200
+        assert sha256(await response.read()) == sha256(data)
+    assert upstream.proxy.faulted == 1
+    assert await metric(node, http, "bdn_upstream_retries_total") >= 1
+    async with http.get(f"{node.url}/{upstream.prefix}resume.bin", headers={"Range": "bytes=1000-2999999"}) as response:
+        assert response.status == 206
+        assert response.headers["X-Cache"].startswith("HIT")
+        assert await response.read() == data[1000:3000000]
+
+
+async def test_resume_asks_for_the_missing_bytes_only(start_bdn: StartBdn, origin: Origin,
+                                                      http: aiohttp.ClientSession) -> None:
+    data = os.urandom(SIZE)
+    origin.put("r.bin", data)
+    proxy = FaultProxy(int(urlsplit(origin.url).port or 0), mode="reset", after=300_000, faults=1)
+    await proxy.start()
+    try:
+        node = await start_bdn({"up": {"type": "http", "base_url": proxy.url}})
+        async with http.get(f"{node.url}/up/r.bin", headers={"Range": f"bytes=0-{CHUNK - 1}"}) as response:
+            assert await response.read() == data[:CHUNK]
+    finally:
+        await proxy.stop()
+    ranges = [entry.range for entry in origin.gets("r.bin")]
+    resumed = [r for r in ranges if r is not None and not r.startswith("bytes=0-")]
+    assert len(resumed) == 1, ranges
+    first = int(resumed[0][len("bytes="):].split("-")[0])
+    assert 0 < first <= 300_000 and resumed[0].endswith(f"-{CHUNK - 1}"), ranges
+
+
+@pytest.mark.parametrize("mode", ["reset", "stall"])
+async def test_persistent_mid_body_fault_aborts_and_commits_nothing(start_bdn: StartBdn, upstream: Upstream,
+                                                                    http: aiohttp.ClientSession, tmp_path: Path,
+                                                                    mode: Mode) -> None:
+    data = await stored(upstream, "broken.bin")
+    node = await start_bdn(upstream.sources, upstream={"read_timeout": "300ms", "retries": 2})
+    upstream.proxy.mode, upstream.proxy.after = mode, 300_000
+    assert await read_outcome(http, f"{node.url}/{upstream.prefix}broken.bin", len(data)) in (502, "aborted")
+    await settle(tmp_path / "cache")
+    tail = data[3 * CHUNK:]  # shorter than the fault's threshold: the one chunk that can complete
+    assert [path.read_bytes() for path in chunk_files(tmp_path / "cache")] in ([], [tail]), "nothing partial"
+    upstream.proxy.mode = "pass"
+    async with http.get(f"{node.url}/{upstream.prefix}broken.bin") as response:
+        assert response.status == 200
+        assert sha256(await response.read()) == sha256(data)
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_busy_upstream_is_retried_after_its_retry_after(start_bdn: StartBdn, upstream: Upstream,
+                                                              http: aiohttp.ClientSession, status: int) -> None:
+    data = await stored(upstream, "busy.bin")
+    node = await start_bdn(upstream.sources)
+    upstream.proxy.mode, upstream.proxy.status, upstream.proxy.retry_after, upstream.proxy.faults = (
+        "status", status, "1", 2)
+    began = time.monotonic()
+    async with http.get(f"{node.url}/{upstream.prefix}busy.bin") as response:
+        assert response.status == 200
+        assert sha256(await response.read()) == sha256(data)
+    assert time.monotonic() - began >= 1.0, "Retry-After: 1 was honoured"
+    assert upstream.proxy.faulted == 2
+    assert await metric(node, http, "bdn_upstream_retries_total") >= 1
+
+
+@pytest.mark.parametrize(("status", "answer"), [(429, 503), (503, 503), (500, 502), (502, 502)])
+async def test_persistently_busy_upstream_is_a_json_error(start_bdn: StartBdn, upstream: Upstream,
+                                                          http: aiohttp.ClientSession, status: int,
+                                                          answer: int) -> None:
+    await stored(upstream, "down.bin")
+    node = await start_bdn(upstream.sources)
+    upstream.proxy.mode, upstream.proxy.status, upstream.proxy.retry_after = "status", status, "0"
+    async with http.get(f"{node.url}/{upstream.prefix}down.bin") as response:
+        await expect_json_error(response, answer, "upstream_busy")
+        if answer == 503:
+            assert response.headers["Retry-After"] == "0"
+    assert await metric(node, http, "bdn_upstream_retries_total") == 3
+
+
+async def test_retry_after_beyond_the_cap_answers_503_at_once(start_bdn: StartBdn, upstream: Upstream,
+                                                             http: aiohttp.ClientSession) -> None:
+    await stored(upstream, "later.bin")
+    node = await start_bdn(upstream.sources, upstream={"retry_max_wait": "2s"})
+    upstream.proxy.mode, upstream.proxy.status, upstream.proxy.retry_after = "status", 503, "120"
+    async with http.get(f"{node.url}/{upstream.prefix}later.bin") as response:
+        await expect_json_error(response, 503, "upstream_busy")
+        assert response.headers["Retry-After"] == "120"
+    assert await metric(node, http, "bdn_upstream_retries_total") == 0
+
+
+async def test_object_changed_mid_fill_is_abandoned_and_never_mixed(start_bdn: StartBdn, origin: Origin,
+                                                                   http: aiohttp.ClientSession,
+                                                                   tmp_path: Path) -> None:
+    old, new = os.urandom(SIZE), os.urandom(SIZE)
+    origin.put("m.bin", old)
+    origin.faults.bytes_per_second = 4 * MiB
+    node = await start_bdn({"up": {"type": "http", "base_url": origin.url}}, fill_concurrency=1)
+    url = f"{node.url}/up/m.bin"
+    received = bytearray()
+    try:
+        async with http.get(url) as response:
+            assert response.status == 200
+            async for piece in response.content.iter_any():
+                received += piece
+                if len(received) >= CHUNK // 2 and origin.objects["m.bin"] is old:
+                    origin.put("m.bin", new)  # the next chunk read, pinned to the old ETag, gets 412
+        raise AssertionError("a fill of a changed object completed")
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+        pass
+    assert bytes(received) == old[:len(received)], "every byte sent was of the old version"
+    origin.faults.bytes_per_second = None
+    await settle(tmp_path / "cache")
+    async with http.get(url) as response:
+        assert response.status == 200
+        assert response.headers["ETag"] == origin.etag("m.bin")
+        assert sha256(await response.read()) == sha256(new)
+    await settle(tmp_path / "cache")
+    slices = {bytes(v[i:i + CHUNK]) for v in (old, new) for i in range(0, SIZE, CHUNK)}
+    for path in chunk_files(tmp_path / "cache"):
+        assert path.read_bytes() in slices, f"{path.name} is neither a chunk of the old nor of the new version"
