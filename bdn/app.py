@@ -45,7 +45,7 @@ def make_app(config: Config) -> web.Application:
 
 async def _cache_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
-    disk = await DiskTier.open(config.cache.dir, config.cache.disk_bytes)
+    disk = await DiskTier.open(config.cache.dir, config.cache.disk_bytes, config.cache.disk_retry)
     sources = {name: make_source(source, config.upstream) for name, source in config.sources.items()}
     peers = Peers(config.peers) if config.peers.enabled else None
     upstream = config.upstream

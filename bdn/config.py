@@ -43,6 +43,7 @@ class CacheConfig:
     metadata_ttl: float = 60.0  # seconds an object's size/ETag is trusted before one revalidating HEAD
     fill_concurrency: int = 8  # chunks of one read fetched from upstream at once (read-ahead)
     sendfile: bool = True  # send disk bytes with the kernel's sendfile; false reads them in a thread
+    disk_retry: float = 5.0  # seconds between attempts to write to a cache disk that failed (full, I/O errors)
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,7 @@ def _parse_cache(raw: Mapping[str, Any]) -> CacheConfig:
         metadata_ttl=parse_duration(*value("metadata_ttl")),
         fill_concurrency=_positive("cache.fill_concurrency", _integer(*value("fill_concurrency"))),
         sendfile=_boolean(*value("sendfile")),
+        disk_retry=parse_duration(*value("disk_retry")),
     )
 
 

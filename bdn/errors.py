@@ -58,6 +58,13 @@ class RangeNotSatisfiable(BdnError):
     s3_code = "InvalidRange"
 
 
+class CacheDiskError(BdnError):
+    """The cache disk failed a write in the middle of a fill."""
+
+    status, code = 503, "cache_disk_error"
+    s3_code = "ServiceUnavailable"
+
+
 class HubError(BdnError):
     """An answer the Hugging Face Hub gave (or would give), passed on with its `X-Error-Code` headers."""
 

@@ -13,7 +13,8 @@ ranged read (bdn.retry's bounded, jittered backoff); on any other error, or when
 out, the temp file is deleted, nothing is committed, and every reader sees the error. Only a
 complete chunk of the right length is committed to the disk tier, and the fill leaves the
 registry only after that commit, so there is no moment in which a chunk is neither in flight
-nor on disk.
+nor on disk. When the disk cannot take a chunk (full, failing), its fill writes into an
+anonymous memory file instead: readers follow it just the same, and nothing is committed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from bdn.errors import BdnError, UpstreamError, UpstreamUnreachable, VersionChanged
+from bdn.errors import BdnError, CacheDiskError, UpstreamError, UpstreamUnreachable, VersionChanged
 from bdn.objects import ObjectInfo
 from bdn.retry import RetryPolicy
 from bdn.sources import Source
@@ -39,10 +40,10 @@ SHUTDOWN_GRACE = 10.0  # seconds fills in flight may take to finish when the dae
 class ChunkFill:
     """One chunk being fetched; readers call `attach()` and then `wait_beyond()`."""
 
-    def __init__(self, name: str, size: int, temp: Path, temp_fd: int, keep_copy: bool) -> None:
+    def __init__(self, name: str, size: int, temp: Path | None, temp_fd: int, keep_copy: bool) -> None:
         self.name = name
         self.size = size
-        self.temp = temp
+        self.temp = temp  # None: the disk cannot take it, so the bytes go through memory, uncached
         self.copy = bytearray() if keep_copy else None  # for the RAM tier, once committed
         self.written = 0
         self.error: BaseException | None = None
@@ -107,6 +108,7 @@ class Fills:
         self._tasks: set[asyncio.Task[None]] = set()
         self.started = 0  # fills started since start-up
         self.filled_bytes = 0  # bytes written into fills, from the upstream or from peers
+        self.uncached = 0  # fills that streamed through memory because the disk could not take them
         self.on_filled: Callable[[float], None] = lambda seconds: None  # each committed fill's duration
 
     @property
@@ -126,7 +128,10 @@ class Fills:
         fill = self._fills.get(name)
         if fill is not None:
             return fill
-        temp, fd = self._disk.new_temp()
+        allocated = self._disk.new_temp(end - start)
+        if allocated is None:
+            self.uncached += 1
+        temp, fd = allocated or (None, os.memfd_create("bdn-uncached-fill", os.MFD_CLOEXEC))
         fill = ChunkFill(name, end - start, temp, fd, keep_copy=self._ram.admits(end - start))
         self._fills[name] = fill
         self.started += 1
@@ -141,7 +146,10 @@ class Fills:
         began = time.monotonic()
         try:
             await self._stream(fill, source, path, info, start, first)
-            await self._disk.commit(fill.temp, fill._fd, fill.name, fill.size)
+            if fill.written != fill.size:
+                raise UpstreamError(f"fill ended at {fill.written} of {fill.size} bytes")
+            if fill.temp is not None:
+                await self._disk.commit(fill.temp, fill._fd, fill.name, fill.size)
             self.on_filled(time.monotonic() - began)
             if fill.copy is not None:
                 self._ram.put(fill.name, fill.copy)
@@ -153,7 +161,7 @@ class Fills:
                 on_changed()
             log.warning("fill of %s bytes %d+%d failed: %s", path, start, fill.size, error)
         finally:
-            if error is not None:
+            if error is not None and fill.temp is not None:
                 self._disk.discard(fill.temp)
             del self._fills[fill.name]
             fill._end(error)
@@ -166,7 +174,11 @@ class Fills:
             pieces, first = first or source.read(path, info, offset, start + fill.size), None
             try:
                 async for piece in pieces:
-                    fill._append(piece)
+                    try:
+                        fill._append(piece)
+                    except OSError as exc:  # allocated up front, so rare: an I/O error of the disk
+                        self._disk.write_failed(exc)
+                        raise CacheDiskError(f"cache disk write failed: {exc.strerror}") from None
                     self.filled_bytes += len(piece)
                 return
             except UpstreamUnreachable as exc:

@@ -68,6 +68,12 @@ class CacheCollector(Collector):
             for tier, store in tiers.items():
                 metric.add_metric([tier], getattr(store, attribute))
             yield metric
+        yield GaugeMetricFamily("bdn_cache_disk_writable", "0 while cache disk writes fail (fills go uncached)",
+                                value=0.0 if cache.disk.write_error else 1.0)
+        yield CounterMetricFamily("bdn_cache_disk_write_errors", "Cache disk writes that failed (no space, I/O)",
+                                  value=cache.disk.write_errors)
+        yield CounterMetricFamily("bdn_uncached_fills", "Chunk fills streamed through memory (disk unwritable)",
+                                  value=cache.fills.uncached)
         yield CounterMetricFamily("bdn_checksum_failures", "Objects whose bytes did not match their upstream digest",
                                   value=cache.checksum_failures)
         from_peers = sum(cache.peers.bytes_in.values()) if cache.peers is not None else 0

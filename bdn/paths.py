@@ -18,7 +18,7 @@ MAX_PATH_BYTES = 4096
 def _decode(raw: str) -> str:
     try:
         return unquote_to_bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeError:  # also a raw non-UTF-8 byte, which aiohttp's Python parser passes on as a lone surrogate
         raise BadRequest("path is not valid UTF-8 after percent-decoding") from None
 
 

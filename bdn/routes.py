@@ -30,8 +30,12 @@ async def readyz(request: web.Request) -> web.Response:
     if request.app[DRAIN_KEY].draining:
         return web.json_response({"status": "not ready", "detail": "draining before shutdown"}, status=503)
     cache = request.app.get(CACHE_KEY)
-    if cache is None or not await cache.disk.writable():
-        return web.json_response({"status": "not ready", "detail": "cache dir is not writable"}, status=503)
+    if cache is None:
+        return web.json_response({"status": "not ready", "detail": "starting"}, status=503)
+    if not await cache.disk.recovered():
+        # Still serving (uncached, straight from the upstreams): ready, but saying why it is degraded.
+        detail = f"cache disk writes fail ({cache.disk.write_error}): serving without caching"
+        return web.json_response({"status": "degraded", "detail": detail})
     return web.json_response({"status": "ready"})
 
 

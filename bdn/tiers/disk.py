@@ -15,6 +15,12 @@ is given (every chunk would be written twice) and its LRU policy turns every rea
 UPDATE. bdn writes its own chunk files and needs only an index with a crash-recovery scan;
 the hot path reads an in-memory copy of the index and never touches SQLite.
 
+A full or failing disk never fails a request: a fill's space is allocated up front (so "no
+space" comes before its first byte, not in the middle), and when allocation, a commit or an
+index write fails, the tier notes the error (`write_error`, for /readyz and /metrics) and
+`new_temp` answers None, so fills stream to their readers uncached; every `retry_interval` one
+fill (or a /readyz probe) tries the disk again, and the first commit that works ends the episode.
+
 All blocking work (SQLite, fsync, rename, unlink) runs on one dedicated thread.
 """
 
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -33,6 +40,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("bdn.disk")
+PROBE_BYTES = 1 << 20  # what a /readyz probe of a failing disk allocates
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (name TEXT PRIMARY KEY, size INTEGER NOT NULL, atime REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, info TEXT NOT NULL, checked_at REAL NOT NULL);
@@ -44,9 +53,13 @@ _ATIME_FLUSH_BATCH = 256
 class DiskTier:
     """See the module docstring. Create with `await DiskTier.open(root, budget)`."""
 
-    def __init__(self, root: Path, budget: int) -> None:
+    def __init__(self, root: Path, budget: int, retry_interval: float = 5.0) -> None:
         self.root = root
         self.budget = budget
+        self.retry_interval = retry_interval  # seconds between attempts to write to a failing disk
+        self.write_error: str | None = None  # why writes fail, while they do
+        self.write_errors = 0
+        self._retry_at = 0.0
         self._chunks: OrderedDict[str, int] = OrderedDict()  # name → size, least recently used first
         self._meta: dict[str, tuple[dict[str, Any], float]] = {}
         self._touched: dict[str, float] = {}
@@ -57,8 +70,8 @@ class DiskTier:
         self._db: sqlite3.Connection | None = None
 
     @classmethod
-    async def open(cls, root: Path, budget: int) -> DiskTier:
-        tier = cls(root, budget)
+    async def open(cls, root: Path, budget: int, retry_interval: float = 5.0) -> DiskTier:
+        tier = cls(root, budget, retry_interval)
         await tier._run(tier._open_blocking)
         return tier
 
@@ -123,22 +136,88 @@ class DiskTier:
         self._chunks.move_to_end(name)
         self._touched[name] = time.time()
         if len(self._touched) >= _ATIME_FLUSH_BATCH:
-            asyncio.get_running_loop().run_in_executor(self._thread, self._flush_atimes, self._take_touched())
+            touched = self._take_touched()
+            asyncio.get_running_loop().run_in_executor(self._thread, self._guarded(lambda: self._flush_atimes(touched)))
         return fd
 
-    def new_temp(self) -> tuple[Path, int]:
-        """A fresh file in `tmp/` for a fill to write into; (path, fd opened read-write)."""
-        path = self.root / "tmp" / uuid.uuid4().hex
-        return path, os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    def new_temp(self, size: int) -> tuple[Path, int] | None:
+        """A fresh file in `tmp/` with `size` bytes allocated, for a fill to write into: (path, read-write fd).
 
-    async def commit(self, temp: Path, fd: int, name: str, size: int) -> None:
-        """Make a fully written temp file the chunk `name`; raises if its length is not `size`."""
-        await self._run(lambda: self._commit_blocking(temp, fd, name, size))
+        None while the disk cannot take it (no space, failing writes): the fill then goes uncached.
+        """
+        if self.write_error is not None and time.monotonic() < self._retry_at:
+            return None
+        path = self.root / "tmp" / uuid.uuid4().hex
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            self.write_failed(exc)
+            return None
+        try:
+            if size:
+                os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            self.write_failed(exc)
+            return None
+        return path, fd
+
+    def write_failed(self, exc: BaseException) -> None:
+        """Note a failed write: fills go uncached for `retry_interval`, then the disk is tried again."""
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__  # never a path
+        self.write_errors += 1
+        if self.write_error is None:
+            log.error("cache disk write failed (%s): serving uncached until writes work again", reason)
+        self.write_error = reason
+        self._retry_at = time.monotonic() + self.retry_interval
+
+    def _write_worked(self) -> None:
+        if self.write_error is not None:
+            log.warning("cache disk writes work again: caching resumes")
+            self.write_error = None
+
+    async def recovered(self) -> bool:
+        """Whether writes work (for /readyz): while they fail, probe once per `retry_interval`."""
+        if self.write_error is None:
+            return True
+
+        def probe() -> None:
+            temp = self.new_temp(PROBE_BYTES)
+            if temp is not None:
+                os.close(temp[1])
+                temp[0].unlink()
+                self._write_worked()
+
+        await self._run(probe)
+        return self.write_error is None
+
+    async def commit(self, temp: Path, fd: int, name: str, size: int) -> bool:
+        """Make a fully written temp file the chunk `name`; False (and the temp file gone) if the disk failed."""
+        try:
+            await self._run(lambda: self._commit_blocking(temp, fd, name, size))
+        except (OSError, sqlite3.Error) as exc:
+            self.discard(temp)
+            self.chunk_path(name).unlink(missing_ok=True)  # renamed but not indexed: not a chunk
+            self.write_failed(exc)
+            return False
+        self._write_worked()
         self._chunks[name] = size
         self.used_bytes += size
         victims = self._pick_victims()
         if victims:
-            await self._run(lambda: self._delete_blocking(victims))
+            await self._run(self._guarded(lambda: self._delete_blocking(victims)))
+        return True
+
+    def _guarded(self, write: Callable[[], None]) -> Callable[[], None]:
+        """`write`, noting rather than raising a disk failure (index writes must never fail a request)."""
+        def run() -> None:
+            try:
+                write()
+            except (OSError, sqlite3.Error) as exc:
+                self.write_failed(exc)
+
+        return run
 
     def _commit_blocking(self, temp: Path, fd: int, name: str, size: int) -> None:
         assert self._db is not None
@@ -156,7 +235,8 @@ class DiskTier:
         """Keep these chunks whatever the budget (a preheat with `pin: true`)."""
         self._pinned.update(names)
         rows = [(name,) for name in names]
-        await self._run(lambda: self._db_executemany("INSERT OR IGNORE INTO pins (name) VALUES (?)", rows))
+        await self._run(self._guarded(lambda: self._db_executemany("INSERT OR IGNORE INTO pins (name) VALUES (?)",
+                                                                   rows)))
 
     def _db_executemany(self, sql: str, rows: list[tuple[str]]) -> None:
         assert self._db is not None
@@ -168,7 +248,7 @@ class DiskTier:
         for name in victims:
             self.used_bytes -= self._chunks.pop(name)
             self._touched.pop(name, None)
-        await self._run(lambda: self._delete_blocking(victims))
+        await self._run(self._guarded(lambda: self._delete_blocking(victims)))
 
     def discard(self, temp: Path) -> None:
         """Forget a temp file whose fill failed (never committed)."""
@@ -214,7 +294,7 @@ class DiskTier:
         self._meta[key] = (value, checked_at)
         text = json.dumps(value)
         sql = "INSERT OR REPLACE INTO meta (key, info, checked_at) VALUES (?, ?, ?)"
-        await self._run(lambda: self._execute(sql, (key, text, checked_at)))
+        await self._run(self._guarded(lambda: self._execute(sql, (key, text, checked_at))))
 
     def expire_meta(self, key: str) -> None:
         """Mark a stored answer as needing revalidation (the upstream says it changed)."""
@@ -222,11 +302,12 @@ class DiskTier:
         if known is not None:
             self._meta[key] = (known[0], 0.0)
             asyncio.get_running_loop().run_in_executor(
-                self._thread, self._execute, "UPDATE meta SET checked_at = 0 WHERE key = ?", (key,))
+                self._thread, self._guarded(lambda: self._execute("UPDATE meta SET checked_at = 0 WHERE key = ?",
+                                                                  (key,))))
 
     async def drop_meta(self, key: str) -> None:
         if self._meta.pop(key, None) is not None:
-            await self._run(lambda: self._execute("DELETE FROM meta WHERE key = ?", (key,)))
+            await self._run(self._guarded(lambda: self._execute("DELETE FROM meta WHERE key = ?", (key,))))
 
     def _execute(self, sql: str, args: tuple[object, ...]) -> None:
         assert self._db is not None
@@ -234,21 +315,9 @@ class DiskTier:
 
     # -- health and shutdown --------------------------------------------------------------------
 
-    async def writable(self) -> bool:
-        """Whether a file can be created in the cache dir right now (for /readyz)."""
-        def probe() -> bool:
-            try:
-                path, fd = self.new_temp()
-                os.close(fd)
-                path.unlink()
-                return True
-            except OSError:
-                return False
-
-        return await self._run(probe)
-
     async def close(self) -> None:
         if self._db is not None:
-            await self._run(lambda: self._flush_atimes(self._take_touched()))
+            touched = self._take_touched()
+            await self._run(self._guarded(lambda: self._flush_atimes(touched)))
             await self._run(self._db.close)
         self._thread.shutdown(wait=True)
