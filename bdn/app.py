@@ -32,7 +32,9 @@ MAX_HEADER_BYTES = 16 * 1024
 def make_app(config: Config) -> web.Application:
     app = web.Application(
         middlewares=[access_log_middleware, drain_middleware, error_middleware],
-        handler_args={"max_line_size": MAX_HEADER_BYTES, "max_field_size": MAX_HEADER_BYTES},
+        handler_args={"max_line_size": MAX_HEADER_BYTES, "max_field_size": MAX_HEADER_BYTES,
+                      # also closes connections whose request headers have not all come by then (slowloris)
+                      "keepalive_timeout": config.downstream.idle_timeout},
     )
     app[CONFIG_KEY] = config
     app[DRAIN_KEY] = Drain()

@@ -58,6 +58,14 @@ class UpstreamConfig:
 
 
 @dataclass(frozen=True)
+class DownstreamConfig:
+    """`downstream:`: how bdn treats its clients' connections."""
+
+    idle_timeout: float = 60.0  # seconds a connection may sit without a complete request (idle, or slow headers)
+    send_timeout: float = 60.0  # seconds a client may accept no byte of a response before it is cut
+
+
+@dataclass(frozen=True)
 class PeersConfig:
     """`peers:`: the regional peer tier. Off unless `dns` or `static` names some peers."""
 
@@ -129,6 +137,7 @@ class Config:
     listen_port: int = DEFAULT_PORT
     cache: CacheConfig = field(default_factory=CacheConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
     peers: PeersConfig = field(default_factory=PeersConfig)
     log_level: str = "info"
@@ -261,6 +270,13 @@ def _reader(section: str, raw: Mapping[str, Any], defaults: object) -> Callable[
     return value
 
 
+def _non_negative(key: str, value: object) -> int:
+    number = _integer(key, value)
+    if number < 0:
+        raise ConfigError(f"{key}: must not be negative, got {number}")
+    return number
+
+
 def _integer(key: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
@@ -273,10 +289,26 @@ def _parse_upstream(raw: Mapping[str, Any]) -> UpstreamConfig:
     return UpstreamConfig(
         connect_timeout=parse_duration(*value("connect_timeout")),
         read_timeout=parse_duration(*value("read_timeout")),
-        retries=_integer(*value("retries")),
+        retries=_non_negative(*value("retries")),
         retry_backoff=parse_duration(*value("retry_backoff")),
         retry_max_wait=parse_duration(*value("retry_max_wait")),
     )
+
+
+def _parse_downstream(raw: Mapping[str, Any]) -> DownstreamConfig:
+    _reject_unknown("downstream", raw, set(DownstreamConfig.__dataclass_fields__))
+    value = _reader("downstream", raw, DownstreamConfig())
+    return DownstreamConfig(
+        idle_timeout=_positive_duration(*value("idle_timeout")),
+        send_timeout=_positive_duration(*value("send_timeout")),
+    )
+
+
+def _positive_duration(key: str, value: object) -> float:
+    seconds = parse_duration(key, value)
+    if seconds <= 0:
+        raise ConfigError(f"{key}: must be greater than zero")
+    return seconds
 
 
 def _parse_source(key: str, raw: Mapping[str, Any]) -> SourceConfig:
@@ -348,7 +380,8 @@ def _parse_peers(raw: Mapping[str, Any]) -> PeersConfig:
 def from_mapping(raw: object) -> Config:
     """Validate a parsed YAML document into a `Config`."""
     top = _mapping("(top level)", raw)
-    _reject_unknown("", top, {"listen", "cache", "upstream", "sources", "peers", "log_level", "drain_timeout"})
+    _reject_unknown("", top, {"listen", "cache", "upstream", "downstream", "sources", "peers", "log_level",
+                              "drain_timeout"})
     host, port = parse_listen("listen", top.get("listen", f"127.0.0.1:{DEFAULT_PORT}"))
     log_level = top.get("log_level", "info")
     if log_level not in ("debug", "info", "warning", "error"):
@@ -358,6 +391,7 @@ def from_mapping(raw: object) -> Config:
         listen_port=port,
         cache=_parse_cache(_mapping("cache", top.get("cache"))),
         upstream=_parse_upstream(_mapping("upstream", top.get("upstream"))),
+        downstream=_parse_downstream(_mapping("downstream", top.get("downstream"))),
         sources=_parse_sources(_mapping("sources", top.get("sources"))),
         peers=_parse_peers(_mapping("peers", top.get("peers"))),
         log_level=log_level,

@@ -9,6 +9,9 @@ buffer (the response headers) is flushed, so bytes go out in order.
 
 The fallback, used when sendfile is switched off (`cache.sendfile: false`) or the socket
 refuses it, reads pieces in a thread and writes them through the transport.
+
+Payload waits on the client are bounded: a client that accepts no byte for `send_timeout`
+(a stalled reader) is cut, while a slow one that keeps taking bytes is served at its pace.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+from collections.abc import Awaitable
 from concurrent.futures import Executor
+from typing import Any
 
 from aiohttp.abc import AbstractStreamWriter
 
@@ -32,8 +37,9 @@ class Sender:
     """Sends file ranges on one response; `sent` counts payload bytes delivered to the socket."""
 
     def __init__(self, transport: asyncio.Transport, writer: AbstractStreamWriter, use_sendfile: bool,
-                 io: Executor) -> None:
+                 io: Executor, send_timeout: float) -> None:
         self._transport = transport
+        self._send_timeout = send_timeout
         self._io = io
         self._writer = writer
         self._use_sendfile = use_sendfile
@@ -56,13 +62,13 @@ class Sender:
         high = self._transport.get_write_buffer_limits()[1]
         self._transport.set_write_buffer_limits(high=0, low=0)
         try:
-            await self._writer.drain()
+            await self._client(self._writer.drain())
         finally:
             self._transport.set_write_buffer_limits(high=high)
 
     async def write(self, data: memoryview) -> None:
         """Send bytes held in memory (the RAM tier) through the transport."""
-        await self._writer.write(data)
+        await self._client(self._writer.write(data))
         self.sent += len(data)
 
     async def _sendfile(self, fd: int, offset: int, count: int) -> None:
@@ -79,7 +85,7 @@ class Sender:
             try:
                 done = os.sendfile(self._sock_fd, fd, offset, end - offset)
             except BlockingIOError:
-                await self._writable()
+                await self._client(self._writable())
                 continue
             except OSError as exc:
                 if exc.errno in _UNSUPPORTED and self.sent == 0:
@@ -89,6 +95,22 @@ class Sender:
                 raise ConnectionResetError("file ended before the range was sent")
             offset += done
             self.sent += done
+
+    async def _client(self, wait: Awaitable[Any]) -> None:
+        """Await `wait`, a wait on the client; ConnectionResetError once no byte has left for `send_timeout`."""
+        task = asyncio.ensure_future(wait)
+        try:
+            while True:
+                buffered = self._transport.get_write_buffer_size()
+                done, _ = await asyncio.wait({task}, timeout=self._send_timeout)
+                if done:
+                    task.result()
+                    return
+                if self._transport.get_write_buffer_size() >= buffered:  # nothing left the buffer: stalled
+                    raise ConnectionResetError(f"client took no byte for {self._send_timeout:g}s")
+        finally:
+            if not task.done():
+                task.cancel()
 
     async def _writable(self) -> None:
         assert self._sock_fd is not None
@@ -107,7 +129,7 @@ class Sender:
             piece = await loop.run_in_executor(self._io, os.pread, fd, min(FALLBACK_PIECE, end - offset), offset)
             if not piece:
                 raise ConnectionResetError("file ended before the range was sent")
-            await self._writer.write(piece)
+            await self._client(self._writer.write(piece))
             offset += len(piece)
             self.sent += len(piece)
 

@@ -115,9 +115,8 @@ async def respond(request: web.Request, version: Version, extra_headers: dict[st
     if byte_range.length <= SMALL_BODY and (body := cache.ram_body(version, byte_range.start, byte_range.end)):
         record.bytes = len(body)  # one write of headers and body: the hot path for small files and ranges
         return web.Response(status=status, headers=headers, body=body)
-    config = request.app[CONFIG_KEY].cache
     response = web.StreamResponse(status=status, headers=headers)
-    await stream_range(request, response, cache, version, byte_range, config.sendfile, config.fill_concurrency)
+    await stream_range(request, response, cache, version, byte_range)
     return response
 
 
@@ -136,8 +135,10 @@ Opened = tuple[int, ChunkFill | None] | bytes | bytearray  # a chunk ready to se
 
 
 async def stream_range(request: web.Request, response: web.StreamResponse, cache: ObjectCache,
-                       version: Version, byte_range: ByteRange, use_sendfile: bool, read_ahead: int) -> None:
+                       version: Version, byte_range: ByteRange) -> None:
     """Send `byte_range` of `version` as the body of the not yet prepared `response`."""
+    config = request.app[CONFIG_KEY]
+    read_ahead = config.cache.fill_concurrency
     checked = cache.verified(version)
     if not checked and byte_range.end < version.info.size:
         await cache.verify(version)  # the last byte cannot be held back: check before the first one
@@ -151,7 +152,7 @@ async def stream_range(request: web.Request, response: web.StreamResponse, cache
         transport = request.transport
         if transport is None or writer is None:
             raise ConnectionResetError("client went away before the body")
-        sender = Sender(transport, writer, use_sendfile, cache.io)
+        sender = Sender(transport, writer, config.cache.sendfile, cache.io, config.downstream.send_timeout)
         try:
             opened, first = first, None
             await _send_span(cache, version, sender, body, read_ahead, opened)

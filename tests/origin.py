@@ -49,13 +49,19 @@ class Origin:
     in_flight: int = 0  # GET bodies being sent right now
     max_in_flight: int = 0
     _runner: web.AppRunner | None = None
+    _etags: dict[str, tuple[bytes, str]] = field(default_factory=dict)
 
     def put(self, path: str, data: bytes) -> str:
         self.objects[path] = data
         return self.etag(path)
 
     def etag(self, path: str) -> str:
-        return '"' + hashlib.md5(self.objects[path]).hexdigest() + '"'
+        data = self.objects[path]
+        known = self._etags.get(path)
+        if known is None or known[0] is not data:  # hashed once per object, not per request
+            known = (data, '"' + hashlib.md5(data).hexdigest() + '"')
+            self._etags[path] = known
+        return known[1]
 
     def gets(self, path: str) -> list[Logged]:
         return [entry for entry in self.log if entry.method == "GET" and entry.path == path]
