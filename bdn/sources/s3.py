@@ -20,7 +20,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from bdn.config import S3SourceConfig, UpstreamConfig
-from bdn.errors import Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
+from bdn.errors import BadRequest, Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
 from bdn.objects import ObjectInfo, split_bucket_key
 from bdn.retry import RETRYABLE_STATUSES, busy
 from bdn.sources import Speculation
@@ -57,6 +57,8 @@ def _translate(exc: Exception, what: str) -> Exception:
         if status in RETRYABLE_STATUSES or code in _BUSY:
             return busy(int(status or 503), metadata.get("HTTPHeaders", {}).get("retry-after"), what)
         return UpstreamError(f"upstream answered {status} {code} for {what}")
+    if isinstance(exc, botocore.exceptions.ParamValidationError):  # e.g. a bucket name S3 cannot have
+        return BadRequest(f"not a valid S3 bucket or key: {what}")
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
         return UpstreamError("no AWS credentials found for this source")
     if isinstance(exc, _UNREACHABLE):
