@@ -7,6 +7,7 @@ starts with the dotted key, e.g. `cache.chunk_bytes: expected a size like 16MiB,
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -82,6 +83,34 @@ class PeersConfig:
 
 
 @dataclass(frozen=True)
+class ClientAuthConfig:
+    """`sources.NAME.clients:`: every request for the source must carry one of these tokens.
+
+    Tokens come from an environment variable (`bearer_tokens_env`, comma-separated) or a file
+    (`bearer_tokens_file`, one per line), read once at start; they are never part of a repr.
+    """
+
+    bearer_tokens_env: str | None = None
+    bearer_tokens_file: str | None = None
+    tokens: frozenset[str] = field(default=frozenset(), repr=False)
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """`admin:`: who may use the admin API (`/v1/warm`)."""
+
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+    def allows(self, address: str | None) -> bool:
+        try:
+            ip = ipaddress.ip_address(address or "")
+        except ValueError:
+            return False
+        return any(ip in network for network in self.allow)
+
+
+@dataclass(frozen=True)
 class S3SourceConfig:
     """`{type: s3}`: Amazon S3 or any S3-compatible store (R2: `endpoint_url` + region `auto`)."""
 
@@ -89,6 +118,7 @@ class S3SourceConfig:
     region: str | None = None
     endpoint_url: str | None = None
     anonymous: bool = False  # unsigned requests (public buckets); otherwise the standard AWS chain
+    clients: ClientAuthConfig | None = None  # tokens clients must present; None: open to every client
 
 
 @dataclass(frozen=True)
@@ -97,6 +127,7 @@ class HttpSourceConfig:
 
     base_url: str
     type: Literal["http"] = "http"
+    clients: ClientAuthConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +138,7 @@ class HfSourceConfig:
     endpoint: str = "https://huggingface.co"
     token_env: str | None = None  # environment variable holding bdn's own Hub token
     auth_ttl: float = 60.0  # seconds a client token's access to a private/gated repo is trusted
+    storage_hosts: tuple[str, ...] = ("*.hf.co", "*.huggingface.co")  # where the Hub may redirect file reads
 
 
 @dataclass(frozen=True)
@@ -118,6 +150,7 @@ class GcsSourceConfig:
     token: str = "google_default"  # what gcsfs accepts: anon, google_default, a service-account file path
     project: str | None = None
     json_api: bool = False  # serve /storage/v1/... and /download/storage/v1/... at the root for gcsfs clients
+    clients: ClientAuthConfig | None = None
 
 
 SourceConfig = S3SourceConfig | HttpSourceConfig | HfSourceConfig | GcsSourceConfig
@@ -140,6 +173,7 @@ class Config:
     downstream: DownstreamConfig = field(default_factory=DownstreamConfig)
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
     peers: PeersConfig = field(default_factory=PeersConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     log_level: str = "info"
     drain_timeout: float = 30.0  # seconds transfers in flight may take to finish after SIGTERM
 
@@ -315,9 +349,14 @@ def _parse_source(key: str, raw: Mapping[str, Any]) -> SourceConfig:
     kind = raw.get("type")
     if kind not in _SOURCE_TYPES:
         raise ConfigError(f"{key}.type: expected one of {', '.join(sorted(_SOURCE_TYPES))}, got {kind!r}")
+    if kind == "hf" and "clients" in raw:
+        raise ConfigError(f"{key}.clients: an hf source admits clients by their own Hub tokens (private and gated "
+                          "repos are asked of the Hub); it takes no bdn tokens")
     _reject_unknown(key, raw, set(_SOURCE_TYPES[kind].__dataclass_fields__))
+    clients = None if raw.get("clients") is None else _parse_clients(f"{key}.clients",
+                                                                      _mapping(f"{key}.clients", raw["clients"]))
     if kind == "http":
-        return HttpSourceConfig(base_url=_url(f"{key}.base_url", raw.get("base_url")))
+        return HttpSourceConfig(base_url=_url(f"{key}.base_url", raw.get("base_url")), clients=clients)
     if kind == "hf":
         value = _reader(key, raw, HfSourceConfig())
         token_env = raw.get("token_env")
@@ -325,6 +364,8 @@ def _parse_source(key: str, raw: Mapping[str, Any]) -> SourceConfig:
             endpoint=_url(*value("endpoint")),
             token_env=None if token_env is None else _string(f"{key}.token_env", token_env),
             auth_ttl=parse_duration(*value("auth_ttl")),
+            storage_hosts=_host_patterns(f"{key}.storage_hosts", raw.get("storage_hosts",
+                                                                           list(HfSourceConfig().storage_hosts))),
         )
     if kind == "gcs":
         endpoint_url, project = raw.get("endpoint_url"), raw.get("project")
@@ -333,6 +374,7 @@ def _parse_source(key: str, raw: Mapping[str, Any]) -> SourceConfig:
             token=_string(f"{key}.token", raw.get("token", "google_default")),
             project=None if project is None else _string(f"{key}.project", project),
             json_api=_boolean(f"{key}.json_api", raw.get("json_api", False)),
+            clients=clients,
         )
     region = raw.get("region")
     endpoint = raw.get("endpoint_url")
@@ -340,7 +382,63 @@ def _parse_source(key: str, raw: Mapping[str, Any]) -> SourceConfig:
         region=None if region is None else _string(f"{key}.region", region),
         endpoint_url=None if endpoint is None else _url(f"{key}.endpoint_url", endpoint),
         anonymous=_boolean(f"{key}.anonymous", raw.get("anonymous", False)),
+        clients=clients,
     )
+
+
+MIN_TOKEN_LENGTH = 16
+
+
+def _parse_clients(key: str, raw: Mapping[str, Any]) -> ClientAuthConfig:
+    """Read the tokens now, so a missing variable or file stops start-up with the key named."""
+    _reject_unknown(key, raw, {"bearer_tokens_env", "bearer_tokens_file"})
+    env, path = raw.get("bearer_tokens_env"), raw.get("bearer_tokens_file")
+    if (env is None) == (path is None):
+        raise ConfigError(f"{key}: give exactly one of bearer_tokens_env and bearer_tokens_file")
+    if env is not None:
+        name = _string(f"{key}.bearer_tokens_env", env)
+        text = os.environ.get(name, "")
+        tokens = [token.strip() for token in text.split(",")]
+        where = f"{key}.bearer_tokens_env"
+    else:
+        where = f"{key}.bearer_tokens_file"
+        try:
+            text = Path(_string(where, path)).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None
+        tokens = [line.strip() for line in text.splitlines() if not line.strip().startswith("#")]
+    tokens = [token for token in tokens if token]
+    if not tokens:
+        raise ConfigError(f"{where}: names no tokens (an unset or empty variable, or an empty file)")
+    if any(len(token) < MIN_TOKEN_LENGTH or not token.isprintable() or " " in token for token in tokens):
+        raise ConfigError(f"{where}: every token must be at least {MIN_TOKEN_LENGTH} printable characters, no spaces")
+    return ClientAuthConfig(bearer_tokens_env=env, bearer_tokens_file=path, tokens=frozenset(tokens))
+
+
+def _host_patterns(key: str, value: object) -> tuple[str, ...]:
+    """Host names, or `*.domain` for any host under a domain."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of host names like cdn.example.com or *.example.com")
+    for index, host in enumerate(value):
+        if not isinstance(host, str) or not re.fullmatch(r"(\*\.)?[a-z0-9.-]+", host.lower()) or host.strip("*.") == "":
+            raise ConfigError(f"{key}[{index}]: expected a host name like cdn.example.com or *.example.com, "
+                              f"got {host!r}")
+    return tuple(host.lower() for host in value)
+
+
+def _parse_admin(raw: Mapping[str, Any]) -> AdminConfig:
+    _reject_unknown("admin", raw, {"allow"})
+    allow = raw.get("allow", [str(network) for network in AdminConfig().allow])
+    if not isinstance(allow, list):
+        raise ConfigError("admin.allow: expected a list of addresses or networks like 10.0.0.0/8")
+    networks = []
+    for index, entry in enumerate(allow):
+        try:
+            networks.append(ipaddress.ip_network(str(entry), strict=False))
+        except ValueError:
+            raise ConfigError(f"admin.allow[{index}]: expected an address or network like 10.0.0.0/8, "
+                              f"got {entry!r}") from None
+    return AdminConfig(allow=tuple(networks))
 
 
 def _parse_sources(raw: Mapping[str, Any]) -> dict[str, SourceConfig]:
@@ -380,8 +478,8 @@ def _parse_peers(raw: Mapping[str, Any]) -> PeersConfig:
 def from_mapping(raw: object) -> Config:
     """Validate a parsed YAML document into a `Config`."""
     top = _mapping("(top level)", raw)
-    _reject_unknown("", top, {"listen", "cache", "upstream", "downstream", "sources", "peers", "log_level",
-                              "drain_timeout"})
+    _reject_unknown("", top, {"listen", "cache", "upstream", "downstream", "sources", "peers", "admin",
+                              "log_level", "drain_timeout"})
     host, port = parse_listen("listen", top.get("listen", f"127.0.0.1:{DEFAULT_PORT}"))
     log_level = top.get("log_level", "info")
     if log_level not in ("debug", "info", "warning", "error"):
@@ -394,6 +492,7 @@ def from_mapping(raw: object) -> Config:
         downstream=_parse_downstream(_mapping("downstream", top.get("downstream"))),
         sources=_parse_sources(_mapping("sources", top.get("sources"))),
         peers=_parse_peers(_mapping("peers", top.get("peers"))),
+        admin=_parse_admin(_mapping("admin", top.get("admin"))),
         log_level=log_level,
         drain_timeout=parse_duration("drain_timeout", top.get("drain_timeout", 30.0)),
     )

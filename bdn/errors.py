@@ -43,6 +43,11 @@ class NotFound(BdnError):
     s3_code = "NoSuchKey"
 
 
+class Unauthorized(BdnError):
+    status, code = 401, "unauthorized"
+    s3_code = "AccessDenied"
+
+
 class Forbidden(BdnError):
     status, code = 403, "forbidden"
     s3_code = "AccessDenied"

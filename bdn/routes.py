@@ -12,6 +12,7 @@ import re
 from aiohttp import web
 
 from bdn import gcsapi, hubapi, peers, warm
+from bdn.access import admin_only, check_client
 from bdn.config import HfSourceConfig
 from bdn.drain import DRAIN_KEY
 from bdn.errors import BadRequest, Forbidden, NotFound
@@ -44,10 +45,12 @@ async def get_object(request: web.Request) -> web.StreamResponse:
     source, raw_rest = split_target(request.raw_path)
     config = request.app[CONFIG_KEY]
     if source in ("storage", "download") and config.json_api_source is not None:
+        check_client(request, getattr(config.sources[config.json_api_source], "clients", None))
         return await gcsapi.handle(request, config.json_api_source, f"{source}/{raw_rest}")
     source_config = config.sources.get(source)
     if source_config is None:
         raise NotFound(f"no source named {source!r}")
+    check_client(request, getattr(source_config, "clients", None))
     if isinstance(source_config, HfSourceConfig):
         return await hubapi.handle(request, source, raw_rest)
     if request.method not in ("GET", "HEAD"):
@@ -90,7 +93,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.router.add_get("/readyz", readyz, allow_head=True)
     app.router.add_get("/_peer/{source}", peer_chunk)
-    app.router.add_post("/v1/warm", warm.post_warm)
-    app.router.add_get("/v1/warm/{id}", warm.get_warm)
+    app.router.add_post("/v1/warm", admin_only(warm.post_warm))
+    app.router.add_get("/v1/warm/{id}", admin_only(warm.get_warm))
     app.router.add_get("/{tail:.*}", get_object, allow_head=True)
     app.router.add_post("/{tail:.*}", get_object)

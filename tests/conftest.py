@@ -165,12 +165,14 @@ async def start_bdn(tmp_path: Path) -> AsyncIterator[StartBdn]:
 
     async def start(sources: dict[str, Any], cache_dir: Path | None = None, port: int = 0,
                     peers: dict[str, Any] | None = None, upstream: dict[str, Any] | None = None,
-                    downstream: dict[str, Any] | None = None, **cache: Any) -> Bdn:
+                    downstream: dict[str, Any] | None = None, sections: dict[str, Any] | None = None,
+                    **cache: Any) -> Bdn:
         raw = bdn_config(cache_dir or tmp_path / "cache", sources, **cache)
         if peers is not None:
             raw["peers"] = peers
         raw["upstream"].update(upstream or {})
         raw["downstream"] = downstream or {}
+        raw.update(sections or {})  # other top-level sections, such as admin
         app = make_app(from_mapping(raw))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()

@@ -3,8 +3,9 @@
 huggingface_hub does what it is made for: revision resolution, repo and file metadata (size,
 LFS sha256, commit), URL building, token handling and the Hub's error types, each call run in
 a worker thread (the library is synchronous). Bytes are read with Range from the file's
-location, following the Hub's redirect to its storage host; that signed URL is remembered in
-memory only, refreshed when it expires, and never part of a cache key.
+location, following the Hub's redirect to its storage host (only to the Hub's own host or one
+of `storage_hosts`: a redirect elsewhere is an error, never a request); that signed URL is
+remembered in memory only, refreshed when it expires, and never part of a cache key.
 
 Objects are named by commit: a cache path is `{type}s/{repo_id}@{sha}/{filename}`, so every
 object this source serves is immutable. bdn's own token (from `token_env`) is sent to the
@@ -103,6 +104,7 @@ class HfSource:
     def __init__(self, config: HfSourceConfig, upstream: UpstreamConfig) -> None:
         self.endpoint = config.endpoint
         self.auth_ttl = config.auth_ttl
+        self._storage_hosts = config.storage_hosts
         token = os.environ.get(config.token_env) if config.token_env else None
         self._token: str | bool = token or False  # False: never look for a token of the machine's user
         self._api = HfApi(endpoint=self.endpoint, token=self._token, library_name="bdn")
@@ -157,11 +159,24 @@ class HfSource:
                                 lambda: get_hf_file_metadata(url, token=self._token, endpoint=self.endpoint))
         if meta.size is None or not meta.etag:
             raise UpstreamError(f"the Hub gave no size or ETag for {file.repo_id}/{file.filename}")
+        if not self._may_read_from(meta.location):
+            raise UpstreamError(f"the Hub sent {file.repo_id}/{file.filename} to a host outside storage_hosts: "
+                                f"{urlsplit(meta.location).hostname}")
         self._locations[path] = meta.location
         digest = f"sha256:{meta.etag}" if _SHA256.match(meta.etag) else None
         if digest is None and re.fullmatch(r"[0-9a-f]{40}", meta.etag):
             digest = f"git-sha1:{meta.etag}"
         return ObjectInfo(size=meta.size, etag=f'"{meta.etag}"', digest=digest)
+
+    def _may_read_from(self, url: str) -> bool:
+        """Whether a file location is the Hub's own host or one of `storage_hosts` (no SSRF by redirect)."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("http", "https") or not host:
+            return False
+        return host == urlsplit(self.endpoint).hostname or any(
+            host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:]))
+            for pattern in self._storage_hosts)
 
     async def read(self, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
         location = self._locations.get(path) or await self._locate(path)

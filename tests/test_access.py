@@ -1,0 +1,144 @@
+"""Access control: client tokens per source (401, never touching cache or upstream), the admin allow-list, no SSRF."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import boto3
+import botocore.exceptions
+import pytest
+
+from bdn.config import ConfigError, from_mapping
+from tests.conftest import MiB, StartBdn
+from tests.hub import FakeHub
+from tests.origin import Origin
+from tests.test_upstream_faults import metric
+
+TOKEN = "pod-token-0123456789abcdef"
+OTHER = "another-token-0123456789"
+
+
+def protected(origin: Origin, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch.setenv("BDN_TEST_CLIENT_TOKENS", f"{OTHER}, {TOKEN}")
+    return {"web": {"type": "http", "base_url": origin.url, "clients": {"bearer_tokens_env": "BDN_TEST_CLIENT_TOKENS"}}}
+
+
+async def test_a_source_with_client_tokens_refuses_requests_without_one(
+        start_bdn: StartBdn, origin: Origin, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = os.urandom(2 * MiB)
+    origin.put("m.bin", data)
+    caplog.set_level(logging.DEBUG)
+    node = await start_bdn(protected(origin, monkeypatch))
+    url = f"{node.url}/web/m.bin"
+    for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": f"Basic {TOKEN}"},
+                    {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": "Bearer "}):
+        for method in ("GET", "HEAD"):
+            async with http.request(method, url, headers=headers) as response:
+                assert response.status == 401, headers
+                assert response.headers["WWW-Authenticate"] == 'Bearer realm="bdn"'
+                if method == "GET":
+                    assert (await response.json())["error"] == "unauthorized"
+    assert origin.log == [], "a refused request never reached the upstream"
+    assert not any((tmp_path / "cache" / "chunks").rglob("*.*")), "nor the cache"
+    for token in (TOKEN, OTHER):
+        async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
+            assert response.status == 200
+            assert await response.read() == data
+    async with http.get(url) as response:
+        assert response.status == 401, "cached bytes are refused all the same"
+    async with http.get(f"{node.url}/metrics") as response:
+        exported = await response.text()
+    assert TOKEN not in caplog.text and OTHER not in caplog.text and TOKEN not in exported
+
+
+async def test_s3_sdks_present_the_token_as_their_access_key(start_bdn: StartBdn, s3: Any, bucket: str,
+                                                              moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    s3.put_object(Bucket=bucket, Key="w.bin", Body=b"weights" * 1000)
+    monkeypatch.setenv("BDN_TEST_CLIENT_TOKENS", TOKEN)
+    node = await start_bdn({"s3": {"type": "s3", "endpoint_url": moto_url, "region": "us-east-1",
+                                   "clients": {"bearer_tokens_env": "BDN_TEST_CLIENT_TOKENS"}}})
+
+    def read(key_id: str) -> bytes:
+        client = boto3.client("s3", endpoint_url=f"{node.url}/s3", region_name="us-east-1",
+                              aws_access_key_id=key_id, aws_secret_access_key="anything")
+        body: bytes = client.get_object(Bucket=bucket, Key="w.bin")["Body"].read()
+        return body
+
+    assert await asyncio.to_thread(read, TOKEN) == b"weights" * 1000
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        await asyncio.to_thread(read, "AKIAWRONGWRONGWRONG")
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 401
+
+
+def test_client_tokens_from_a_file_and_bad_token_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# pods of team a\n{TOKEN}\n\n{OTHER}\n")
+    config = from_mapping({"sources": {"w": {"type": "http", "base_url": "http://o",
+                                             "clients": {"bearer_tokens_file": str(tokens)}}}})
+    clients = config.sources["w"].clients  # type: ignore[union-attr]
+    assert clients is not None and clients.tokens == {TOKEN, OTHER}
+    assert TOKEN not in repr(config), "tokens never appear in a repr"
+    monkeypatch.delenv("BDN_TEST_UNSET", raising=False)
+    monkeypatch.setenv("BDN_TEST_SHORT", "short")
+    for clients_raw, key in (({"bearer_tokens_env": "BDN_TEST_UNSET"}, "sources.w.clients.bearer_tokens_env"),
+                             ({"bearer_tokens_env": "BDN_TEST_SHORT"}, "sources.w.clients.bearer_tokens_env"),
+                             ({"bearer_tokens_file": str(tmp_path / "none")}, "sources.w.clients.bearer_tokens_file"),
+                             ({}, "sources.w.clients"),
+                             ({"tokens": [TOKEN]}, "sources.w.clients.tokens")):
+        with pytest.raises(ConfigError) as info:
+            from_mapping({"sources": {"w": {"type": "http", "base_url": "http://o", "clients": clients_raw}}})
+        assert str(info.value).startswith(f"{key}: "), info.value
+        assert "short" not in str(info.value)
+    with pytest.raises(ConfigError, match=r"^sources\.h\.clients: "):
+        from_mapping({"sources": {"h": {"type": "hf", "clients": {"bearer_tokens_file": str(tokens)}}}})
+    with pytest.raises(ConfigError, match=r"^admin\.allow\[1\]: "):
+        from_mapping({"admin": {"allow": ["10.0.0.0/8", "everyone"]}})
+
+
+async def test_the_admin_api_answers_the_allow_list_only(start_bdn: StartBdn, origin: Origin,
+                                                         http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    origin.put("x.bin", b"x")
+    sources = {"web": {"type": "http", "base_url": origin.url}}
+    closed = await start_bdn(sources, sections={"admin": {"allow": ["10.0.0.0/8"]}}, cache_dir=tmp_path / "closed")
+    for method, path in (("POST", "/v1/warm"), ("GET", "/v1/warm/123")):
+        async with http.request(method, f"{closed.url}{path}", json={"urls": ["web://x.bin"]}) as response:
+            assert response.status == 403
+            assert (await response.json())["error"] == "forbidden"
+    assert origin.log == []
+    opened = await start_bdn(sources)  # the default allow-list is the node itself (127.0.0.0/8, ::1)
+    async with http.post(f"{opened.url}/v1/warm", json={"urls": ["web://x.bin"]}) as response:
+        assert response.status == 202
+    async with http.get(f"{opened.url}/_peer/web") as response:
+        assert response.status == 403, "/_peer/ answers configured peers only"
+
+
+async def test_the_hub_cannot_send_bdn_to_another_host(start_bdn: StartBdn, http: aiohttp.ClientSession) -> None:
+    knocks: list[str] = []
+
+    async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        knocks.append("connection")
+        writer.close()
+
+    elsewhere = await asyncio.start_server(count, "127.0.0.2", 0)
+    hub = FakeHub()
+    await hub.start()
+    try:
+        hub.add_repo("acme/tiny", {"model.safetensors": os.urandom(2 * MiB)})
+        hub.storage_url = f"http://127.0.0.2:{elsewhere.sockets[0].getsockname()[1]}"  # e.g. a metadata service
+        node = await start_bdn({"hf": {"type": "hf", "endpoint": hub.url}})
+        async with http.get(f"{node.url}/hf/acme/tiny/resolve/main/model.safetensors") as response:
+            assert response.status == 502
+            detail = (await response.json())["detail"]
+            assert "storage_hosts" in detail and "127.0.0.2" in detail
+        assert knocks == [], "bdn never connected to a host outside the source's configuration"
+        assert await metric(node, http, "bdn_fills_total") == 0
+    finally:
+        await hub.stop()
+        elsewhere.close()
