@@ -24,6 +24,7 @@ import pytest
 
 from tests.conftest import Bdn, MiB, StartBdn, sha256
 from tests.faultproxy import FaultProxy, Mode
+from tests.hub import FakeHub
 from tests.origin import Origin
 from tests.test_gcs import Gcs
 from tests.test_http_source import chunk_files, expect_json_error, settle
@@ -230,3 +231,26 @@ async def test_object_changed_mid_fill_is_abandoned_and_never_mixed(start_bdn: S
     slices = {bytes(v[i:i + CHUNK]) for v in (old, new) for i in range(0, SIZE, CHUNK)}
     for path in chunk_files(tmp_path / "cache"):
         assert path.read_bytes() in slices, f"{path.name} is neither a chunk of the old nor of the new version"
+
+
+@pytest.mark.parametrize("side", ["hub", "storage"])
+async def test_a_busy_hub_or_storage_host_is_retried(start_bdn: StartBdn, http: aiohttp.ClientSession,
+                                                     side: str) -> None:
+    hub = FakeHub()
+    await hub.start()
+    try:
+        data = os.urandom(2 * MiB)
+        hub.add_repo("acme/tiny", {"model.safetensors": data})
+        hub.add_repo("acme/more", {"model.safetensors": os.urandom(2 * MiB)})
+        node = await start_bdn({"hf": {"type": "hf", "endpoint": hub.url}}, upstream={"retry_backoff": "400ms"})
+        setattr(hub, "down" if side == "hub" else "storage_down", True)
+        asyncio.get_running_loop().call_later(0.2, setattr, hub, "down" if side == "hub" else "storage_down", False)
+        async with http.get(f"{node.url}/hf/acme/tiny/resolve/main/model.safetensors") as response:
+            assert response.status == 200
+            assert await response.read() == data
+        assert await metric(node, http, "bdn_upstream_retries_total") >= 1
+        setattr(hub, "down" if side == "hub" else "storage_down", True)  # now for good: a JSON 503
+        async with http.get(f"{node.url}/hf/acme/more/resolve/main/model.safetensors") as response:
+            await expect_json_error(response, 503, "upstream_busy")
+    finally:
+        await hub.stop()
