@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import logging
 import os
 import sys
 
-from bdn import __version__
+from bdn import __version__, requestlog
 from bdn.config import Config, ConfigError, load, parse_listen
 
 
@@ -61,6 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bdn: config error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    requestlog.configure(config.log_level)
     _run(config)
     return 0

@@ -1,7 +1,9 @@
 """One structured log line per request: method, path, status, bytes, cache result, duration.
 
 The path is logged without its query string (presigned URLs carry signatures there) and no
-header is ever logged, so credentials never reach the log.
+header is ever logged, so credentials never reach the log. A request too malformed to reach
+a handler gets one short line too, instead of aiohttp's ERROR with a traceback quoting the
+client's bytes (which would let any client flood the log).
 """
 
 from __future__ import annotations
@@ -12,11 +14,37 @@ import time
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bdn.errors import Handler
 from bdn.metrics import observe_request
 
 log = logging.getLogger("bdn.access")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class MalformedRequests(logging.Filter):
+    """Turns aiohttp's record of an unparsable request into one INFO line without the request's bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        level = min(record.levelno, logging.INFO)
+        if not log.isEnabledFor(level):
+            return False
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+        record.levelno, record.levelname = level, logging.getLevelName(level)
+        record.msg, record.args = "malformed request from %s (%s, answered %d)", (peer, type(error).__name__,
+                                                                                  error.code)
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def configure(level: str) -> None:
+    """The daemon's logging: one format, `level`, and malformed requests in one line each."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    logging.getLogger("aiohttp.server").addFilter(MalformedRequests())
 
 
 @dataclass

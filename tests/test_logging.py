@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.conftest import StartBdn
+from tests.conftest import BdnProcess, StartBdn, bdn_config
 from tests.origin import Origin
 
 SECRET = "s3cr3t-t0ken-value"
@@ -34,3 +38,20 @@ async def test_one_json_line_per_request_without_secrets(start_bdn: StartBdn, or
     assert first["bytes"] == 100 and first["cache"] == "MISS" and first["source"] == "web"
     assert first["duration_ms"] >= 0
     assert SECRET not in caplog.text
+
+
+async def test_a_malformed_request_is_one_short_line(bdn_process: Callable[[dict[str, Any]], BdnProcess],
+                                                     origin: Origin, tmp_path: Path) -> None:
+    node = bdn_process(bdn_config(tmp_path / "cache", {"web": {"type": "http", "base_url": origin.url}})).start()
+    for payload in (b"GET /web/\x00" + SECRET.encode() + b" HTTP/1.1\r\n\r\n",
+                    b"GET / HTTP/1.1\r\nX-Long: " + SECRET.encode() * 2000 + b"\r\n\r\n"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+        writer.write(payload)
+        answer = await reader.read()
+        assert answer.startswith((b"HTTP/1.0 400 ", b"HTTP/1.1 400 ")), answer[:100]
+        writer.close()
+    assert node.stop() == 0
+    log = node.log_path.read_text()
+    lines = [line for line in log.splitlines() if "malformed request" in line]
+    assert len(lines) == 2 and all(" INFO aiohttp.server malformed request from 127.0.0.1 (" in line for line in lines)
+    assert "Traceback" not in log and SECRET not in log
