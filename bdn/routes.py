@@ -66,7 +66,8 @@ def _first_byte(request: web.Request) -> int | None:
     """The first byte a GET will want, when the request says it without knowing the size."""
     if request.method != "GET":
         return None
-    match = re.match(r"^\s*bytes\s*=\s*(\d{1,18})\s*-", request.headers.get("Range", "bytes=0-"), re.IGNORECASE)
+    match = re.match(r"^\s*bytes\s*=\s*(\d{1,18})\s*-", request.headers.get("Range", "bytes=0-"),
+                     re.IGNORECASE | re.ASCII)
     return int(match.group(1)) if match and "," not in request.headers.get("Range", "") else None
 
 
