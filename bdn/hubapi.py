@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bdn.bounded import BoundedDict
 from bdn.cache import ObjectCache
 from bdn.errors import HubError, NotFound
 from bdn.flight import SingleFlight
@@ -34,6 +35,7 @@ from bdn.serve import respond
 from bdn.sources.hf import COMMIT_SHA, HfSource, HubFile, check_repo
 from bdn.state import CACHE_KEY
 
+MAX_GRANTS = 100_000  # remembered (token, repo) access answers
 _API_ACTIONS = frozenset({"revision", "tree", "paths-info", "auth-check"})
 _TYPE_PREFIXES = {"datasets": "dataset", "spaces": "space"}
 _API_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
@@ -51,7 +53,8 @@ class HubFront:
         self.name = name
         self.source = source
         self.ttl = ttl
-        self._grants: dict[tuple[str, str, str], tuple[float, HubError | None]] = {}
+        # Keyed by client token (hashed) and repo: any client can add entries, so the map is bounded.
+        self._grants: BoundedDict[tuple[str, str, str], tuple[float, HubError | None]] = BoundedDict(MAX_GRANTS)
         self._checks: SingleFlight[tuple[str, str, str], HubError | None] = SingleFlight()
 
     def _key(self, *parts: str) -> str:

@@ -29,6 +29,7 @@ from huggingface_hub import errors as hf_errors
 from huggingface_hub.file_download import get_hf_file_metadata
 from huggingface_hub.hf_api import RepoFile, RepoFolder
 
+from bdn.bounded import BoundedDict
 from bdn.config import HfSourceConfig, UpstreamConfig
 from bdn.errors import BadRequest, Forbidden, HubError, NotFound, UpstreamError, UpstreamUnreachable
 from bdn.objects import ObjectInfo
@@ -37,6 +38,7 @@ from bdn.sources.http import checked_range_get, client_session, upstream_timeout
 
 T = TypeVar("T")
 HUB_THREADS = 16  # concurrent metadata calls to the Hub
+MAX_LOCATIONS = 100_000  # remembered storage URLs of files
 REPO_TYPES = ("model", "dataset", "space")
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -110,7 +112,8 @@ class HfSource:
         self._api = HfApi(endpoint=self.endpoint, token=self._token, library_name="bdn")
         self._timeout = upstream_timeout(upstream)
         self._session: Any = None
-        self._locations: dict[str, str] = {}  # cache path → where its bytes are (a signed URL, in memory only)
+        # cache path → where its bytes are (a signed URL, in memory only; learnt again when forgotten)
+        self._locations: BoundedDict[str, str] = BoundedDict(MAX_LOCATIONS)
         # huggingface_hub is synchronous: its calls get threads of their own, so they never wait
         # behind (or starve) other users of the loop's default executor.
         self._threads = ThreadPoolExecutor(max_workers=HUB_THREADS, thread_name_prefix="bdn-hf")
@@ -152,6 +155,13 @@ class HfSource:
     # -- the Source protocol --------------------------------------------------------------------
 
     async def stat(self, path: str) -> ObjectInfo:
+        return (await self._metadata(path))[0]
+
+    async def _locate(self, path: str) -> str:
+        return (await self._metadata(path))[1]
+
+    async def _metadata(self, path: str) -> tuple[ObjectInfo, str]:
+        """The file's size, ETag and digest, and where its bytes are (remembered for reads)."""
         file = HubFile.from_path(path)
         url = hf_hub_url(file.repo_id, file.filename, repo_type=file.repo_type, revision=file.sha,
                          endpoint=self.endpoint)
@@ -166,7 +176,7 @@ class HfSource:
         digest = f"sha256:{meta.etag}" if _SHA256.match(meta.etag) else None
         if digest is None and re.fullmatch(r"[0-9a-f]{40}", meta.etag):
             digest = f"git-sha1:{meta.etag}"
-        return ObjectInfo(size=meta.size, etag=f'"{meta.etag}"', digest=digest)
+        return ObjectInfo(size=meta.size, etag=f'"{meta.etag}"', digest=digest), meta.location
 
     def _may_read_from(self, url: str) -> bool:
         """Whether a file location is the Hub's own host or one of `storage_hosts` (no SSRF by redirect)."""
@@ -187,10 +197,6 @@ class HfSource:
             # A signed storage URL that expired answers 403/404 before any byte: learn it again, once.
             async for piece in self._get(await self._locate(path), path, info, start, end):
                 yield piece
-
-    async def _locate(self, path: str) -> str:
-        await self.stat(path)
-        return self._locations[path]
 
     def _get(self, location: str, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
         headers = {}
