@@ -33,6 +33,7 @@ class Faults:
     wrong_content_range: bool = False  # shift Content-Range by one byte
     gzip: bool = False  # Content-Encoding: gzip on bodies
     short_body: bool = False  # announce the right length, close after half the bytes
+    long_body: bool = False  # announce no length (chunked) and send 1000 bytes more than the range
     status: int | None = None  # answer every request with this status
     no_validators: bool = False  # send neither ETag nor Last-Modified
     bytes_per_second: int | None = None  # throttle bodies (written in 64 KiB pieces)
@@ -110,7 +111,10 @@ class Origin:
         if self.faults.gzip:
             body = gzip.compress(body)
             headers["Content-Encoding"] = "gzip"
-        headers["Content-Length"] = str(len(body))
+        if self.faults.long_body and request.method == "GET":
+            body += bytes(1000)
+        else:
+            headers["Content-Length"] = str(len(body))
         if request.method == "HEAD":
             return web.Response(status=status, headers=headers)
         response = web.StreamResponse(status=status, headers=headers)

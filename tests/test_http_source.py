@@ -285,18 +285,20 @@ async def read_outcome(http: aiohttp.ClientSession, url: str, size: int) -> str:
     raise AssertionError(f"a short upstream body was served as a complete {len(got)}-byte answer of {size}")
 
 
+@pytest.mark.parametrize("fault", ["short_body", "long_body"])
 @pytest.mark.parametrize("name", ["small", "one-chunk", "odd"])
-async def test_short_body_on_a_cold_read(start_bdn: StartBdn, origin: RecordingOrigin, objects: dict[str, bytes],
-                                         http: aiohttp.ClientSession, tmp_path: Path, name: str) -> None:
+async def test_short_or_long_body_on_a_cold_read(start_bdn: StartBdn, origin: RecordingOrigin,
+                                                 objects: dict[str, bytes], http: aiohttp.ClientSession,
+                                                 tmp_path: Path, name: str, fault: str) -> None:
     node = await start_bdn(web_source(origin.url))
     url = f"{node.url}/web/w/{name}.bin"
-    origin.faults.short_body = True
+    setattr(origin.faults, fault, True)
     # The first half-chunk arrives before the upstream drops, so headers may already be out (bdn streams
     # a chunk as it lands): either a 502 before any byte, or a cut connection; never a short "complete" body.
     assert await read_outcome(http, url, len(objects[name])) in ("502", "aborted")
     await settle(tmp_path / "cache")
     assert chunk_files(tmp_path / "cache") == []
-    origin.faults.short_body = False
+    setattr(origin.faults, fault, False)
     async with http.get(url) as response:
         assert response.status == 200
         assert sha256(await response.read()) == sha256(objects[name])
