@@ -78,16 +78,15 @@ class ObjectCache:
         self.sources = sources
         self.peers = peers
         self.disk = disk
-        self.ram = RamTier(ram_bytes)
+        # Threads for file reads the loop must not do (RAM loads, digest checks, the no-sendfile path);
+        # bdn's own, so they never queue behind other users of the default executor.
+        self.io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="bdn-io")
+        self.ram = RamTier(ram_bytes, self.io)
         self.retry = retry or RetryPolicy()
         self.fills = Fills(disk, self.ram, self.retry)
-        self._ram_loads: set[str] = set()  # chunks being read from disk into the RAM tier
         self.chunk_bytes = chunk_bytes
         self.metadata_ttl = metadata_ttl
         self.metadata = Metadata(disk, self.retry)
-        # Threads for file reads the loop must not do (digest checks, the no-sendfile path); bdn's own,
-        # so they never queue behind other users of the default executor.
-        self.io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="bdn-io")
         self._checks: SingleFlight[str, None] = SingleFlight()
         self.checksum_failures = 0  # objects whose bytes did not match their upstream digest
         self.coalesced = 0  # chunk reads that joined a fill already in flight instead of starting one
@@ -180,30 +179,6 @@ class ObjectCache:
         base = first * self.chunk_bytes
         return bytes(memoryview(data)[start - base:end - base])
 
-    def ram_chunk(self, version: Version, index: int) -> bytes | bytearray | None:
-        return self.ram.get(chunk_name(version.id, index))
-
-    def _load_into_ram(self, name: str, size: int) -> None:
-        """Read a committed chunk into the RAM tier in the background (once, whatever the number of readers)."""
-        if not self.ram.admits(size) or self.ram.has(name) or name in self._ram_loads:
-            return
-        self._ram_loads.add(name)
-        path = self.disk.chunk_path(name)
-
-        def read() -> bytes | None:
-            try:
-                return path.read_bytes()
-            except OSError:  # evicted meanwhile: nothing to load
-                return None
-
-        def store(loaded: asyncio.Future[bytes | None]) -> None:
-            self._ram_loads.discard(name)
-            data = None if loaded.cancelled() or loaded.exception() else loaded.result()
-            if data is not None and len(data) == size and self.disk.has(name):
-                self.ram.put(name, data)
-
-        asyncio.get_running_loop().run_in_executor(self.io, read).add_done_callback(store)
-
     def chunk(self, version: Version, index: int) -> int | ChunkFill:
         """An fd of the committed chunk (caller closes), or the fill producing it (started if needed)."""
         name = chunk_name(version.id, index)
@@ -214,7 +189,7 @@ class ObjectCache:
         fd = self.disk.open_chunk(name)
         if fd is not None:
             start, end = chunk_span(index, self.chunk_bytes, version.info.size)
-            self._load_into_ram(name, end - start)
+            self.ram.load(name, fd, end - start)
             return fd
         return self._start_fill(version, index, name)
 

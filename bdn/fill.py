@@ -13,8 +13,9 @@ ranged read (bdn.retry's bounded, jittered backoff); on any other error, or when
 out, the temp file is deleted, nothing is committed, and every reader sees the error. Only a
 complete chunk of the right length is committed to the disk tier, and the fill leaves the
 registry only after that commit, so there is no moment in which a chunk is neither in flight
-nor on disk. When the disk cannot take a chunk (full, failing), its fill writes into an
-anonymous memory file instead: readers follow it just the same, and nothing is committed.
+nor on disk; the RAM tier then loads it from the fill's file (the page cache has it). When the
+disk cannot take a chunk (full, failing), its fill writes into an anonymous memory file
+instead: readers follow it just the same, and nothing is committed to disk.
 """
 
 from __future__ import annotations
@@ -40,11 +41,10 @@ SHUTDOWN_GRACE = 10.0  # seconds fills in flight may take to finish when the dae
 class ChunkFill:
     """One chunk being fetched; readers call `attach()` and then `wait_beyond()`."""
 
-    def __init__(self, name: str, size: int, temp: Path | None, temp_fd: int, keep_copy: bool) -> None:
+    def __init__(self, name: str, size: int, temp: Path | None, temp_fd: int) -> None:
         self.name = name
         self.size = size
         self.temp = temp  # None: the disk cannot take it, so the bytes go through memory, uncached
-        self.copy = bytearray() if keep_copy else None  # for the RAM tier, once committed
         self.written = 0
         self.error: BaseException | None = None
         self.finished = False
@@ -81,8 +81,6 @@ class ChunkFill:
                 waiter.set_result(None)
 
     def _append(self, piece: bytes) -> None:
-        if self.copy is not None:
-            self.copy += piece
         view = memoryview(piece)
         while view:
             done = os.pwrite(self._fd, view, self.written)
@@ -132,7 +130,7 @@ class Fills:
         if allocated is None:
             self.uncached += 1
         temp, fd = allocated or (None, os.memfd_create("bdn-uncached-fill", os.MFD_CLOEXEC))
-        fill = ChunkFill(name, end - start, temp, fd, keep_copy=self._ram.admits(end - start))
+        fill = ChunkFill(name, end - start, temp, fd)
         self._fills[name] = fill
         self.started += 1
         task = asyncio.get_running_loop().create_task(self._run(fill, source, path, info, start, on_changed, first))
@@ -151,8 +149,7 @@ class Fills:
             if fill.temp is not None:
                 await self._disk.commit(fill.temp, fill._fd, fill.name, fill.size)
             self.on_filled(time.monotonic() - began)
-            if fill.copy is not None:
-                self._ram.put(fill.name, fill.copy)
+            self._ram.load(fill.name, fill._fd, fill.size)
         except asyncio.CancelledError:
             error = UpstreamError("fill cancelled at shutdown")
         except Exception as exc:  # every failure ends the fill; readers re-raise it

@@ -66,7 +66,7 @@ class Sender:
         finally:
             self._transport.set_write_buffer_limits(high=high)
 
-    async def write(self, data: memoryview) -> None:
+    async def write(self, data: bytes) -> None:
         """Send bytes held in memory (the RAM tier) through the transport."""
         await self._client(self._writer.write(data))
         self.sent += len(data)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Final, Literal
 
 from aiohttp import web
 
@@ -34,6 +35,7 @@ from bdn.state import CACHE_KEY, CONFIG_KEY
 log = logging.getLogger("bdn.serve")
 SMALL_BODY = 64 * 1024  # bodies up to this size, when in RAM, are answered in one piece
 RAM_PART = 1 << 20  # parts of a chunk up to this size are sent from RAM, larger ones by sendfile
+RAM_PIECE = 256 * 1024  # bytes copied out of a RAM chunk per write: all a response holds of the tier
 FOLLOW_BATCH = 1 << 20  # bytes a reader following a fill waits for between sends (after its first)
 
 
@@ -123,7 +125,7 @@ async def respond(request: web.Request, version: Version, extra_headers: dict[st
 def _cache_result(cache: ObjectCache, version: Version, byte_range: ByteRange) -> str:
     """`X-Cache`: HIT-RAM (sent from RAM), HIT (all on the node), HIT-PEER (the rest from peers), or MISS."""
     indices = version.chunk_indices(byte_range.start, byte_range.end, cache.chunk_bytes)
-    if indices and all(_ram_part(cache, version, index, byte_range) is not None for index in indices):
+    if indices and all(_sent_from_ram(cache, version, index, byte_range) for index in indices):
         return "HIT-RAM"
     if cache.complete(version, byte_range.start, byte_range.end) and not (
             version.fetched and not cache.stored(version, byte_range.start, byte_range.end)):
@@ -131,7 +133,8 @@ def _cache_result(cache: ObjectCache, version: Version, byte_range: ByteRange) -
     return "HIT-PEER" if cache.from_peers(version, byte_range.start, byte_range.end) else "MISS"
 
 
-Opened = tuple[int, ChunkFill | None] | bytes | bytearray  # a chunk ready to send: an fd (and its fill), or RAM
+IN_RAM: Final = "ram"
+Opened = tuple[int, ChunkFill | None] | Literal["ram"]  # a chunk ready to send: an fd (and its fill), or in RAM
 
 
 async def stream_range(request: web.Request, response: web.StreamResponse, cache: ObjectCache,
@@ -194,22 +197,19 @@ async def _first_chunk(cache: ObjectCache, version: Version, span: ByteRange, re
 
 
 def _open(cache: ObjectCache, version: Version, index: int, span: ByteRange) -> Opened:
-    data = _ram_part(cache, version, index, span)
-    return data if data is not None else cache.open_chunk(version, index)
+    return IN_RAM if _sent_from_ram(cache, version, index, span) else cache.open_chunk(version, index)
 
 
-def _ram_part(cache: ObjectCache, version: Version, index: int, span: ByteRange) -> bytes | bytearray | None:
-    """Chunk `index` from RAM, if its part of `span` should be sent from there.
+def _sent_from_ram(cache: ObjectCache, version: Version, index: int, span: ByteRange) -> bool:
+    """Whether chunk `index` is in RAM and its part of `span` should be sent from there.
 
     Measured (benchmarks/RESULTS.md): large parts go out cheaper by sendfile from the page
     cache than written from RAM through the transport; small ones the other way round.
     """
     base = index * cache.chunk_bytes
     part = min(span.end, base + cache.chunk_bytes) - max(span.start, base)
-    data = cache.ram_chunk(version, index)
-    if data is not None and (part <= RAM_PART or not cache.disk.has(chunk_name(version.id, index))):
-        return data
-    return None
+    name = chunk_name(version.id, index)
+    return cache.ram.has(name) and (part <= RAM_PART or not cache.disk.has(name))
 
 
 async def _send_span(cache: ObjectCache, version: Version, sender: Sender, span: ByteRange, read_ahead: int,
@@ -226,7 +226,30 @@ async def _send_span(cache: ObjectCache, version: Version, sender: Sender, span:
         if isinstance(chunk, tuple):
             await _send_chunk(chunk[0], chunk[1], sender, low, high)
         else:
-            await sender.write(memoryview(chunk)[low:high])
+            await _send_from_ram(cache, version, index, sender, low, high)
+
+
+async def _send_from_ram(cache: ObjectCache, version: Version, index: int, sender: Sender, low: int,
+                         high: int) -> None:
+    """Bytes [low, high) of a chunk in the RAM tier, copied out a piece at a time.
+
+    A response holds no reference to the chunk while it waits on its client, so a chunk the tier
+    evicts is freed at once, whatever the clients still sending from it: RAM stays within
+    `ram_bytes` plus one piece per response. Once the chunk has left RAM, the rest of the part
+    comes from disk, or from a new fill.
+    """
+    name = chunk_name(version.id, index)
+    position = low
+    while position < high:
+        data = cache.ram.get(name)
+        if data is None:
+            fd, fill = cache.open_chunk(version, index)
+            await _send_chunk(fd, fill, sender, position, high)
+            return
+        piece = data[position:min(position + RAM_PIECE, high)]
+        del data
+        await sender.write(piece)
+        position += len(piece)
 
 
 async def _send_chunk(fd: int, fill: ChunkFill | None, sender: Sender, low: int, high: int) -> None:

@@ -1,10 +1,12 @@
-"""The RAM tier: filled by fills and by disk reads, serves without the disk, stays within `ram_bytes`."""
+"""The RAM tier: filled by fills and by disk reads, serves without the disk, stays within `ram_bytes`
+(loads in flight included)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiohttp
@@ -75,3 +77,44 @@ async def test_ram_tier_stays_within_its_budget(start_bdn: StartBdn, origin: Ori
         await asyncio.sleep(0.02)
     assert ram.evictions == 6 and ram.used_bytes == 4 * MiB
     assert (await fetch(http, f"{node.url}/web/o0.bin"))[2] == "HIT"  # still on disk, no longer in RAM
+
+
+async def landed(ram: RamTier) -> None:
+    """Wait for the tier's loads in flight to land (their reads run in its executor)."""
+    deadline = time.monotonic() + 10
+    while ram._reserved:
+        assert time.monotonic() < deadline, "loads did not land"
+        await asyncio.sleep(0.01)
+
+
+async def test_loads_in_flight_count_against_the_budget(tmp_path: Path) -> None:
+    chunk = tmp_path / "chunk"
+    chunk.write_bytes(os.urandom(MiB))
+    with ThreadPoolExecutor(2) as io:
+        ram = RamTier(4 * MiB, io)
+        fd = os.open(chunk, os.O_RDONLY)
+        try:
+            for index in range(6):  # all started before any lands: six reservations asked for, four fit
+                ram.load(f"c{index}", fd, MiB)
+                assert ram.used_bytes <= 4 * MiB
+        finally:
+            os.close(fd)  # the tier reads from its own duplicate
+        await landed(ram)
+        assert [ram.has(f"c{index}") for index in range(6)] == [True] * 4 + [False] * 2
+        assert ram.used_bytes == 4 * MiB and ram.evictions == 0
+        assert ram.get("c0") == chunk.read_bytes()
+
+
+async def test_a_discarded_load_never_lands(tmp_path: Path) -> None:
+    chunk = tmp_path / "chunk"
+    chunk.write_bytes(os.urandom(MiB))
+    with ThreadPoolExecutor(1) as io:
+        ram = RamTier(8 * MiB, io)
+        fd = os.open(chunk, os.O_RDONLY)
+        ram.load("bad", fd, MiB)
+        ram.load("short", fd, MiB + 1)  # the file holds fewer bytes than the chunk should: never stored
+        os.close(fd)
+        ram.discard(["bad"])  # as a failed digest check does while the chunk is still loading
+        assert ram.used_bytes == MiB + 1
+        await landed(ram)
+        assert not ram.has("bad") and not ram.has("short") and ram.used_bytes == 0
