@@ -15,7 +15,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bdn.config import PeersConfig
-from bdn.peers import Peers
+from bdn.objects import ObjectRef
+from bdn.peers import Peers, owner_key
 from tests.conftest import Bdn, BdnProcess, MiB, StartBdn, bdn_config, chunk_of, free_port
 from tests.faultproxy import FaultProxy, Mode
 from tests.origin import Origin
@@ -133,27 +134,68 @@ async def test_a_bad_peer_is_detected_skipped_and_the_bytes_are_right(
 
 async def test_owner_killed_mid_transfer(start_bdn: StartBdn, bdn_process: Callable[[dict[str, Any]], BdnProcess],
                                          origin: Origin, tmp_path: Path, http: aiohttp.ClientSession) -> None:
-    body = os.urandom(8 * MiB)
-    origin.put("k.bin", body)
-    origin.faults.bytes_per_second = 4 * MiB  # slow enough to kill the owner while chunks are in flight
+    chunks = 8
+    body = os.urandom(chunks * MiB)
+    # 512 KiB/s per connection: each 1 MiB chunk takes ~2 s, all 8 in flight at once (fill_concurrency 8),
+    # so the owner is surely still sending when it is killed.
+    origin.faults.bytes_per_second = 512 * 1024
     sources = {"web": {"type": "http", "base_url": origin.url}}
     a_port = free_port()
     owner = bdn_process(bdn_config(tmp_path / "b", sources, chunk_bytes="1MiB"))
     static = [f"http://127.0.0.1:{a_port}", owner.url]
+    # Ownership hashes the (random) member URLs: pick a name of which the owner owns some chunks.
+    view = Peers(PeersConfig(static=tuple(static), self=f"127.0.0.1:{a_port}"))
+
+    def owned_by_owner(name: str) -> list[int]:
+        return [index for index in range(chunks)
+                if view.owner(owner_key(ObjectRef("web", name), index)) == owner.url]
+
+    name, owned = next(((name, owned) for name in (f"k{n}.bin" for n in range(64))
+                        if (owned := owned_by_owner(name))), ("", []))
+    assert owned, "the owner owns no chunk of 64 names: (1/256)**64, or ownership changed"
+    origin.put(name, body)
     owner.config_path.write_text(yaml.safe_dump({
         **bdn_config(tmp_path / "b", sources, chunk_bytes="1MiB"), "listen": f"127.0.0.1:{owner.port}",
         "peers": {"static": static, "self": f"127.0.0.1:{owner.port}"}}))
     owner.start()
     a = await start_bdn(sources, cache_dir=tmp_path / "a", port=a_port, chunk_bytes="1MiB",
                         peers={"static": static, "self": f"127.0.0.1:{a_port}", "timeout": "1s"})
-    began = time.monotonic()
-    async with http.get(f"{a.url}/web/k.bin") as response:
-        first = await response.content.readexactly(MiB)
+
+    async def read() -> bytes:
+        async with http.get(f"{a.url}/web/{name}") as response:
+            assert response.status == 200
+            return await response.read()
+
+    async def kill_owner_mid_transfer() -> float:
+        """kill -9 the owner once A has some, not all, of the owner's chunks; the bytes A had by then."""
+        deadline = time.monotonic() + 5
+        while (received := await scrape(http, a, "bdn_peer_received_bytes_total")) == 0:
+            assert time.monotonic() < deadline, "A got no byte from the owner within 5 s"
+            await asyncio.sleep(0.01)
         owner.kill()
-        rest = await response.read()
-    assert first + rest == body
-    assert time.monotonic() - began < 30
-    assert await scrape(http, a, "bdn_peer_errors_total") >= 1
+        return received
+
+    began = time.monotonic()
+    got, received = await asyncio.gather(read(), kill_owner_mid_transfer())
+    elapsed = time.monotonic() - began
+    assert got == body
+    assert 0 < received < len(owned) * MiB, "the owner died while sending its chunks to A"
+    assert elapsed < 10, elapsed
+    errors = await scrape(http, a, "bdn_peer_errors_total")
+    assert errors >= 1
+    assert errors + await scrape(http, a, "bdn_peer_hits_total") == len(owned)
+    # Each chunk's reads from the upstream, by first byte: A's own chunks once; the owner's once by the
+    # owner, and the bytes A had not got from it once more by A, from where the owner's stream broke off.
+    spans = [tuple(int(part) for part in (entry.range or "")[len("bytes="):].split("-"))
+             for entry in origin.gets(name)]
+    reads = {index: sorted(first for first, last in spans if last == (index + 1) * MiB - 1)
+             for index in range(chunks)}
+    assert len(spans) == sum(map(len, reads.values())), spans
+    assert all(reads[index] == [index * MiB] for index in range(chunks) if index not in owned), reads
+    assert all(reads[index][0] == index * MiB for index in owned), reads
+    assert sum(len(reads[index]) - 1 for index in owned) == errors, reads
+    assert any(index * MiB < first for index in owned for first in reads[index][1:]), \
+        "A took only the rest of a broken chunk from the upstream"
 
 
 async def test_a_request_from_a_peer_is_never_forwarded(start_bdn: StartBdn, origin: Origin, tmp_path: Path,
