@@ -177,7 +177,7 @@ class ObjectCache:
         if data is None or not self.verified(version):
             return None
         base = first * self.chunk_bytes
-        return bytes(memoryview(data)[start - base:end - base])
+        return data[start - base:end - base]
 
     def chunk(self, version: Version, index: int) -> int | ChunkFill:
         """An fd of the committed chunk (caller closes), or the fill producing it (started if needed)."""

@@ -15,6 +15,7 @@ from bdn.state import CACHE_KEY
 from bdn.tiers.ram import RamTier
 from tests.conftest import MiB, StartBdn
 from tests.origin import Origin
+from tests.test_slow_clients import open_get
 
 
 async def fetch(http: aiohttp.ClientSession, url: str, **headers: str) -> tuple[int, bytes, str]:
@@ -102,7 +103,8 @@ async def test_loads_in_flight_count_against_the_budget(tmp_path: Path) -> None:
         await landed(ram)
         assert [ram.has(f"c{index}") for index in range(6)] == [True] * 4 + [False] * 2
         assert ram.used_bytes == 4 * MiB and ram.evictions == 0
-        assert ram.get("c0") == chunk.read_bytes()
+        loaded = ram.get("c0")
+        assert loaded is not None and loaded[:] == chunk.read_bytes()
 
 
 async def test_a_discarded_load_never_lands(tmp_path: Path) -> None:
@@ -118,3 +120,39 @@ async def test_a_discarded_load_never_lands(tmp_path: Path) -> None:
         assert ram.used_bytes == MiB + 1
         await landed(ram)
         assert not ram.has("bad") and not ram.has("short") and ram.used_bytes == 0
+
+
+async def test_a_reader_stalled_on_a_ram_chunk_does_not_keep_it(start_bdn: StartBdn, origin: Origin, tmp_path: Path,
+                                                                http: aiohttp.ClientSession) -> None:
+    """A response sending from a RAM chunk holds none of it while it waits: the tier's eviction frees it."""
+    chunk = 16 * MiB  # more than loopback's socket buffers take (~3 MiB), so the reader stalls bdn mid-part
+    bodies = {f"r{i}.bin": os.urandom(chunk) for i in range(6)}
+    for path, body in bodies.items():
+        origin.put(path, body)
+    cache_dir = tmp_path / "cache"
+    node = await start_bdn({"web": {"type": "http", "base_url": origin.url}}, cache_dir=cache_dir,
+                           chunk_bytes="16MiB", ram_bytes="64MiB", disk_bytes="16MiB")
+    ram = node.app[CACHE_KEY].ram
+    for path in ("r0.bin", "r1.bin"):  # the disk holds one chunk: r1 evicts r0 there, RAM keeps both
+        assert (await fetch(http, f"{node.url}/web/{path}"))[:2] == (200, bodies[path])
+    await ram_holds(ram, 2 * chunk)
+    assert len(list((cache_dir / "chunks").glob("*/*"))) == 1, "r0 is in RAM only"
+    reader, writer = await open_get(node.runner.addresses[0][1], "/web/r0.bin")  # a small buffer, not read
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert b"X-Cache: HIT-RAM" in head
+        await asyncio.sleep(0.5)  # bdn fills the socket buffers and waits on this reader
+        for path in ("r2.bin", "r3.bin", "r4.bin", "r5.bin"):  # the tier holds four: r1, then r0, leave it
+            assert (await fetch(http, f"{node.url}/web/{path}"))[:2] == (200, bodies[path])
+        deadline = time.monotonic() + 10
+        while ram.evictions < 2:  # r5's fill commits just after its last byte went out, then loads
+            assert time.monotonic() < deadline, "r0 did not leave RAM"
+            await asyncio.sleep(0.02)
+        await landed(ram)
+        assert ram.used_bytes == 4 * chunk
+        gets = len(origin.gets("r0.bin"))
+        body = await reader.readexactly(chunk)
+    finally:
+        writer.close()
+    assert body == bodies["r0.bin"]
+    assert len(origin.gets("r0.bin")) == gets + 1, "the rest came from a new fill, not from memory the tier let go"

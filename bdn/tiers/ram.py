@@ -4,13 +4,16 @@ Chunks enter by being read, in the background, from a file that holds them: a fi
 when it commits, a committed chunk's file when a reader hits it on disk. A load reserves its
 bytes in the budget before it reads, so the tier's memory (`used_bytes`: stored chunks and
 loads in flight) never exceeds `ram_bytes`. A chunk larger than a quarter of the budget is
-never admitted, so one huge chunk cannot flush everything else. Entries are immutable once
+never admitted, so one huge chunk cannot flush everything else. Each chunk lives in an
+anonymous mapping of its own, not on the Python heap, so the memory of an evicted chunk goes
+back to the kernel at once instead of staying in a malloc arena. Entries are immutable once
 stored; `discard` also voids a load in flight, whose bytes are then dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
 from collections import OrderedDict
 from concurrent.futures import Executor
@@ -25,13 +28,23 @@ class _Load:
         self.size = size
 
 
-def _read_all(fd: int, size: int) -> bytes | None:
-    """`size` bytes of `fd` from offset 0, or None if it holds fewer (runs in a thread)."""
-    try:
-        data = os.pread(fd, size, 0)
-    except OSError:
+def _read_all(fd: int, size: int) -> mmap.mmap | None:
+    """`size` bytes of `fd` from offset 0 in a new anonymous mapping, or None if it holds fewer (in a thread)."""
+    chunk = mmap.mmap(-1, size)
+    done = 0
+    with memoryview(chunk) as view:
+        while done < size:
+            try:
+                read = os.preadv(fd, [view[done:]], done)
+            except OSError:
+                read = 0
+            if read == 0:
+                break
+            done += read
+    if done < size:
+        chunk.close()
         return None
-    return data if len(data) == size else None
+    return chunk
 
 
 class RamTier:
@@ -40,7 +53,7 @@ class RamTier:
     def __init__(self, budget: int, io: Executor) -> None:
         self.budget = budget
         self._io = io
-        self._chunks: OrderedDict[str, bytes] = OrderedDict()  # least recently used first
+        self._chunks: OrderedDict[str, mmap.mmap] = OrderedDict()  # least recently used first
         self._loads: dict[str, _Load] = {}
         self._reserved = 0  # bytes of loads in flight
         self.used_bytes = 0  # stored chunks plus loads in flight
@@ -52,7 +65,8 @@ class RamTier:
     def has(self, name: str) -> bool:
         return name in self._chunks
 
-    def get(self, name: str) -> bytes | None:
+    def get(self, name: str) -> mmap.mmap | None:
+        """The chunk, read-only by convention; slices of it are copies."""
         data = self._chunks.get(name)
         if data is not None:
             self._chunks.move_to_end(name)
@@ -76,7 +90,7 @@ class RamTier:
         loaded = asyncio.get_running_loop().run_in_executor(self._io, _read_all, fd, size)
         loaded.add_done_callback(lambda done: self._landed(name, reservation, fd, done))
 
-    def _landed(self, name: str, reservation: _Load, fd: int, done: asyncio.Future[bytes | None]) -> None:
+    def _landed(self, name: str, reservation: _Load, fd: int, done: asyncio.Future[mmap.mmap | None]) -> None:
         os.close(fd)
         if self._loads.get(name) is not reservation:  # discarded meanwhile: its bytes are not wanted
             return
