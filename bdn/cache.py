@@ -253,10 +253,17 @@ class ObjectCache:
         return f"verified\0{version.id}"
 
     def prefetch(self, version: Version, indices: range) -> None:
-        """Start fills for chunks of `indices` that are neither on disk nor in flight."""
+        """Start fills for chunks of `indices` that are neither stored, loading into RAM, nor in flight.
+
+        While the disk refuses writes and the RAM tier cannot hold a chunk, a fill's bytes are gone
+        once it ends, so reading ahead would read chunks twice: each is then filled when a reader
+        gets to it.
+        """
+        if self.disk.write_error is not None and not self.ram.admits(self.chunk_bytes):
+            return
         for index in indices:
             name = chunk_name(version.id, index)
-            if not self._committed(name) and self.fills.get(name) is None:
+            if not self._committed(name) and not self.ram.loading(name) and self.fills.get(name) is None:
                 self._start_fill(version, index, name)
 
     def _start_fill(self, version: Version, index: int, name: str) -> ChunkFill:

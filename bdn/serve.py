@@ -6,7 +6,8 @@ chunks of the range are made sure to be on disk or being fetched (read-ahead), s
 keeps several upstream reads going while the client receives bytes in order. Headers go out
 with the first byte, so a fill that fails before producing one still becomes a proper 502.
 Once headers are out, an error can no longer become a status: the connection is aborted, so
-the client sees a short body and never one that looks complete.
+the client sees a short body and never one that looks complete. The one error a body survives
+is the cache disk failing under a fill: the rest of that chunk comes from a new, uncached fill.
 
 Objects whose source gives a content digest (Hugging Face files) are trusted only once the
 whole object hashed to it: until then the last byte of a response is held back until the
@@ -24,7 +25,7 @@ from typing import Final, Literal
 from aiohttp import web
 
 from bdn.cache import ObjectCache, Version
-from bdn.errors import BdnError, PreconditionFailed, RangeNotSatisfiable
+from bdn.errors import BdnError, CacheDiskError, PreconditionFailed, RangeNotSatisfiable
 from bdn.fill import ChunkFill
 from bdn.objects import chunk_name
 from bdn.ranges import ByteRange, Unsatisfiable, if_range_allows, parse, unsatisfied_content_range
@@ -224,9 +225,25 @@ async def _send_span(cache: ObjectCache, version: Version, sender: Sender, span:
         low, high = max(span.start, base) - base, min(span.end, base + cache.chunk_bytes) - base
         chunk, opened = opened, None
         if isinstance(chunk, tuple):
-            await _send_chunk(chunk[0], chunk[1], sender, low, high)
+            await _send_filled(cache, version, index, chunk, sender, low, high)
         else:
             await _send_from_ram(cache, version, index, sender, low, high)
+
+
+async def _send_filled(cache: ObjectCache, version: Version, index: int, chunk: tuple[int, ChunkFill | None],
+                       sender: Sender, low: int, high: int) -> None:
+    """Bytes [low, high) of an opened chunk; if its fill lost the cache disk mid-write, the rest from a new fill.
+
+    The disk tier then refuses new temp files for a while, so the new fill streams uncached.
+    """
+    before = sender.sent
+    try:
+        await _send_chunk(chunk[0], chunk[1], sender, low, high)
+    except CacheDiskError:
+        resumed = low + sender.sent - before
+        log.warning("cache disk failed under a fill; sending bytes %d+ of a chunk from a new, uncached one", resumed)
+        fd, fill = cache.open_chunk(version, index)
+        await _send_chunk(fd, fill, sender, resumed, high)
 
 
 async def _send_from_ram(cache: ObjectCache, version: Version, index: int, sender: Sender, low: int,
@@ -243,8 +260,7 @@ async def _send_from_ram(cache: ObjectCache, version: Version, index: int, sende
     while position < high:
         data = cache.ram.get(name)
         if data is None:
-            fd, fill = cache.open_chunk(version, index)
-            await _send_chunk(fd, fill, sender, position, high)
+            await _send_filled(cache, version, index, cache.open_chunk(version, index), sender, position, high)
             return
         piece = data[position:min(position + RAM_PIECE, high)]
         del data

@@ -1,4 +1,5 @@
-"""A full cache disk (a small tmpfs): bytes served right, uncached, /readyz and /metrics say so, then it recovers."""
+"""A full or failing cache disk (a small tmpfs, write errors mid-fill): bytes served right, uncached, /readyz
+and /metrics say so, then it recovers."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bdn.state import CACHE_KEY
 from tests.conftest import Bdn, MiB, StartBdn, sha256
 from tests.origin import Origin
 from tests.test_upstream_faults import metric
@@ -92,3 +94,30 @@ async def test_full_disk_serves_uncached_then_recovers(start_bdn: StartBdn, orig
     status, body, cache = await get(http, url)
     assert (status, sha256(body), cache) == (200, sha256(data), "HIT")
     assert len(origin.gets("a.bin")) == before, "cached again once space came back"
+
+
+async def test_a_write_error_mid_fill_finishes_the_chunk_uncached(start_bdn: StartBdn, origin: Origin, tmp_path: Path,
+                                                                  http: aiohttp.ClientSession) -> None:
+    """The disk fails under fills in flight (their temp files turn read-only): clients still get every byte."""
+    data = os.urandom(4 * MiB - 1)  # four chunks, none small enough to be done before the fault
+    origin.put("w.bin", data)
+    origin.faults.bytes_per_second = 2 * MiB  # each 1 MiB chunk takes ~0.5 s: all four are mid-fill below
+    cache_dir = tmp_path / "cache"
+    node = await start_bdn({"web": {"type": "http", "base_url": origin.url}}, cache_dir=cache_dir, ram_bytes=0)
+    fills = node.app[CACHE_KEY].fills
+    reading = asyncio.create_task(get(http, f"{node.url}/web/w.bin"))
+    deadline = asyncio.get_running_loop().time() + 10
+    while fills.in_flight < 4 or not all(fill.written for fill in fills._fills.values()):
+        assert asyncio.get_running_loop().time() < deadline, "the fills did not start"
+        await asyncio.sleep(0.01)
+    for fill in fills._fills.values():  # an I/O error from here on: every write of these fills fails
+        assert fill.temp is not None
+        read_only = os.open(fill.temp, os.O_RDONLY)
+        os.dup2(read_only, fill._fd)
+        os.close(read_only)
+    status, body, cache = await reading
+    assert (status, sha256(body), cache) == (200, sha256(data), "MISS")
+    assert await readiness(node, http) == "degraded"
+    assert await metric(node, http, "bdn_cache_disk_write_errors_total") >= 1
+    assert len(origin.gets("w.bin")) == 8, "each chunk once by its broken fill, once more by an uncached one"
+    assert not list((cache_dir / "chunks").rglob("*.*")) and not list((cache_dir / "tmp").iterdir())

@@ -65,6 +65,9 @@ class RamTier:
     def has(self, name: str) -> bool:
         return name in self._chunks
 
+    def loading(self, name: str) -> bool:
+        return name in self._loads
+
     def get(self, name: str) -> mmap.mmap | None:
         """The chunk, read-only by convention; slices of it are copies."""
         data = self._chunks.get(name)
