@@ -1,16 +1,23 @@
-"""GCS through bdn: `/gcs/{bucket}/{object}`, and gcsfs pointed at bdn's root JSON API, against fake-gcs-server."""
+"""GCS through bdn: `/gcs/{bucket}/{object}`, and gcsfs pointed at bdn's root JSON API, against fake-gcs-server.
+
+The hardening tests at the end also use scripted GCS endpoints: an upstream 400 stays a 400, and
+no upstream redirect is ever followed (SSRF).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from bdn.state import CACHE_KEY
 from tests.conftest import Bdn, MiB, StartBdn, sha256
@@ -224,3 +231,95 @@ async def test_google_cloud_storage_client_through_bdn(start_bdn: StartBdn, gcs:
 
     whole, part, size = await asyncio.to_thread(read)
     assert (whole, part, size) == (body, body[MiB - 1:MiB + 2], len(body))
+
+
+BODY = b"abc"
+RESOURCE = {"kind": "storage#object", "name": "x.bin", "bucket": "bkt", "size": "3", "generation": "7",
+            "md5Hash": "kAFQmDzST7DWlj99KOF/cg=="}  # the md5 of BODY
+
+
+@asynccontextmanager
+async def serving(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """A one-handler aiohttp server on 127.0.0.1 standing in for the GCS endpoint; yields its URL."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+class Trap:
+    """A raw TCP server that counts connections and answers each with a plausible object resource,
+    as a host an upstream redirect points at would: following the redirect would be a silent success."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Trap:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        body = json.dumps(RESOURCE).encode()
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_an_upstream_400_stays_a_400(start_bdn: StartBdn, http: aiohttp.ClientSession) -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"code": 400, "message": "Invalid bucket name: 'bkt'"}}, status=400)
+
+    async with serving(refuse) as endpoint:
+        node = await start_gcs_node(start_bdn, endpoint)
+        for path in ("/gcs/bkt/x.bin", "/storage/v1/b/bkt/o/x.bin", "/storage/v1/b/bkt/o?prefix=a",
+                     "/storage/v1/b/bkt"):
+            async with http.get(node.url + path) as response:
+                assert response.status == 400, path
+                body = await response.json()
+                assert body["error"] == "bad_request", path
+                assert "Invalid bucket name: 'bkt'" in body["detail"], path
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_upstream_redirects_are_502_and_never_followed(start_bdn: StartBdn, http: aiohttp.ClientSession,
+                                                             status: int) -> None:
+    seen: list[str] = []
+
+    async with Trap() as trap:
+        async def redirect(request: web.Request) -> web.StreamResponse:
+            seen.append(request.path)
+            if request.path == "/storage/v1/b/bkt/o/ok.bin":  # a good stat, so the media read is what redirects
+                return web.json_response({**RESOURCE, "name": "ok.bin"})
+            return web.Response(status=status, headers={"Location": f"{trap.url}{request.path_qs}"})
+
+        async with serving(redirect) as endpoint:
+            node = await start_gcs_node(start_bdn, endpoint)
+            paths = ["/gcs/bkt/x.bin", "/storage/v1/b/bkt/o/x.bin", "/storage/v1/b/bkt/o?prefix=a",
+                     "/storage/v1/b/bkt", "/gcs/bkt/ok.bin"]
+            for path in paths:
+                async with http.get(node.url + path) as response:
+                    assert response.status == 502, path
+                    assert (await response.json())["error"] == "upstream_error", path
+    assert trap.connections == 0
+    assert seen == ["/storage/v1/b/bkt/o/x.bin", "/storage/v1/b/bkt/o/x.bin", "/storage/v1/b/bkt/o",
+                    "/storage/v1/b/bkt", "/storage/v1/b/bkt/o/ok.bin", "/download/storage/v1/b/bkt/o/ok.bin"]

@@ -22,7 +22,7 @@ import aiohttp
 
 from bdn.config import GcsSourceConfig, UpstreamConfig
 from bdn.digests import from_base64
-from bdn.errors import Forbidden, NotFound, UpstreamBusy, UpstreamError, UpstreamUnreachable, VersionChanged
+from bdn.errors import BadRequest, BdnError, Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
 from bdn.objects import ObjectInfo, split_bucket_key
 from bdn.retry import RETRYABLE_STATUSES, busy
 from bdn.sources.http import checked_range_get, upstream_timeout
@@ -52,6 +52,27 @@ def _translate(exc: Exception, what: str) -> Exception:
     return UpstreamError(f"upstream failed for {what}: {type(exc).__name__}")
 
 
+def _check_status(response: aiohttp.ClientResponse, content: bytes, what: str) -> None:
+    """Raise for the answers bdn decides itself: busy, a redirect (never followed) and a refused request."""
+    status = response.status
+    if status in RETRYABLE_STATUSES:
+        raise busy(status, response.headers.get("Retry-After"), what)
+    if 300 <= status < 400:
+        raise UpstreamError(f"upstream answered {status} (a redirect, which bdn never follows) for {what}")
+    if status == 400:
+        raise BadRequest(f"upstream refused the request for {what}: {_message(content)}")
+
+
+def _message(content: bytes) -> str:
+    """The `error.message` of a JSON API error body (PROTOCOLS.md 3.7), else its first line; at most 200 characters."""
+    text = content.decode("utf-8", "replace")
+    try:
+        message = json.loads(text)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = text.strip().split("\n", 1)[0]
+    return str(message)[:200]
+
+
 class GcsSource:
     """One configured GCS endpoint; see the module docstring."""
 
@@ -76,17 +97,18 @@ class GcsSource:
 
         Sent once on gcsfs's session with its auth headers, but without gcsfs's own retry loop
         (up to 6 attempts with backoff): a pod must hear of an unreachable upstream in seconds.
+        A redirect is never followed (502: bdn talks to its configured endpoint only), and a 400
+        is the client's (a bad bucket name, glob, ...), so it stays a 400.
         """
         fs = await self.filesystem()
         try:
-            async with fs.session.get(fs._format_path(path, args), params=params,
-                                      headers=fs._get_headers(None)) as response:
+            async with fs.session.get(fs._format_path(path, args), params=params, headers=fs._get_headers(None),
+                                      allow_redirects=False) as response:
                 content = await response.read()
-                if response.status in RETRYABLE_STATUSES:
-                    raise busy(response.status, response.headers.get("Retry-After"), what)
+                _check_status(response, content, what)
                 validate_response(response.status, content, path, args)
                 result: dict[str, Any] = json.loads(content)
-        except UpstreamBusy:
+        except BdnError:
             raise
         except Exception as exc:
             raise _translate(exc, what) from None
