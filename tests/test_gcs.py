@@ -1,7 +1,7 @@
 """GCS through bdn: `/gcs/{bucket}/{object}`, and gcsfs pointed at bdn's root JSON API, against fake-gcs-server.
 
-The hardening tests at the end also use scripted GCS endpoints: an upstream 400 stays a 400, and
-no upstream redirect is ever followed (SSRF).
+The hardening tests at the end also use scripted GCS endpoints: bad query values are 400s bdn
+answers itself, an upstream 400 stays a 400, and no upstream redirect is ever followed (SSRF).
 """
 
 from __future__ import annotations
@@ -283,6 +283,68 @@ class Trap:
             pass
         finally:
             writer.close()
+
+
+NON_ASCII_DIGITS = [quote("١٢"), quote("\uff11\uff12")]  # Arabic-Indic and fullwidth: str.isdigit() says yes
+BAD_OBJECT_QUERIES = ["generation=abc", "generation=-1", "generation=99999999999999999999",
+                      "generation=9223372036854775808", "generation=", "generation=1e3", f"generation={'9' * 5000}",
+                      "alt=xml", *(f"generation={digits}" for digits in NON_ASCII_DIGITS)]
+BAD_LIST_QUERIES = ["maxResults=abc", "maxResults=-1", "maxResults=4294967296", "maxResults=1.5",
+                    "versions=yes", "includeTrailingDelimiter=1", "softDeleted=",
+                    *(f"maxResults={digits}" for digits in NON_ASCII_DIGITS)]
+
+
+async def test_bad_query_values_are_400_json_and_never_reach_the_upstream(
+        start_bdn: StartBdn, gcs: Gcs, gcs_proxy: CountingProxy, http: aiohttp.ClientSession) -> None:
+    await gcs.put("x.bin", BODY)
+    node = await start_gcs_node(start_bdn, gcs_proxy.url)
+    base = f"{node.url}/storage/v1/b/{gcs.bucket}/o"
+    urls = ([f"{base}/x.bin?{query}" for query in BAD_OBJECT_QUERIES]
+            + [f"{node.url}/download/storage/v1/b/{gcs.bucket}/o/x.bin?alt=media&generation=abc"]
+            + [f"{base}?prefix=x&{query}" for query in BAD_LIST_QUERIES])
+    for url in urls:
+        async with http.get(url) as response:
+            assert response.status == 400, url
+            body = await response.json()
+            assert body["error"] == "bad_request", url
+            assert "query parameter" in body["detail"], url
+    assert gcs_proxy.log == []
+
+
+async def test_good_query_values_still_work(start_bdn: StartBdn, gcs: Gcs, gcs_url: str,
+                                           http: aiohttp.ClientSession) -> None:
+    resource = await gcs.put("x.bin", BODY)
+    await gcs.put("y.bin", BODY)
+    node = await start_gcs_node(start_bdn, gcs_url)
+    base = f"{node.url}/storage/v1/b/{gcs.bucket}/o"
+    for generation in (resource["generation"], f"000{resource['generation']}"):
+        async with http.get(f"{base}/x.bin?generation={generation}&alt=media&projection=noAcl") as response:
+            assert response.status == 200
+            assert await response.read() == BODY
+            assert response.headers["X-Goog-Generation"] == resource["generation"]
+    async with http.get(f"{base}/x.bin?alt=json&prettyPrint=false") as response:
+        assert (await response.json())["generation"] == resource["generation"]
+    listing = f"{base}?maxResults=0002&versions=True&includeTrailingDelimiter=FALSE&fields=items"
+    async with http.get(listing) as response:
+        assert response.status == 200
+        assert [item["name"] for item in (await response.json())["items"]] == ["x.bin", "y.bin"]
+
+
+async def test_listing_forwards_known_parameters_only_in_canonical_form(start_bdn: StartBdn,
+                                                                        http: aiohttp.ClientSession) -> None:
+    forwarded: list[dict[str, str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        forwarded.append(dict(request.query))
+        return web.json_response({"kind": "storage#objects", "items": []})
+
+    async with serving(record) as endpoint:
+        node = await start_gcs_node(start_bdn, endpoint)
+        query = "prefix=a+b/&maxResults=007&versions=True&softDeleted=FALSE&fields=items&userProject=p&prettyPrint=0"
+        async with http.get(f"{node.url}/storage/v1/b/bkt/o?{query}") as response:
+            assert response.status == 200
+            assert await response.json() == {"kind": "storage#objects", "items": []}
+    assert forwarded == [{"prefix": "a b/", "maxResults": "7", "versions": "true", "softDeleted": "false"}]
 
 
 async def test_an_upstream_400_stays_a_400(start_bdn: StartBdn, http: aiohttp.ClientSession) -> None:
