@@ -31,6 +31,20 @@ async def scrape(http: aiohttp.ClientSession, node: Bdn, name: str) -> float:
                for sample in family.samples if sample.name == name)
 
 
+def a_name_owned_by(member: str, static: list[str], self: str, chunks: int) -> tuple[str, list[int]]:
+    """An object name of which `member` owns some of the first `chunks` chunks in the view of node `self`, and those.
+
+    Ownership hashes the member URLs, whose ports are random: with two members, a given name has
+    no chunk of the other's one time in 2**chunks.
+    """
+    view = Peers(PeersConfig(static=tuple(static), self=self))
+    for name in (f"k{n}.bin" for n in range(64)):
+        owned = [index for index in range(chunks) if view.owner(owner_key(ObjectRef("web", name), index)) == member]
+        if owned:
+            return name, owned
+    raise AssertionError(f"{member} owns no chunk of 64 names: ownership changed")
+
+
 async def start_cluster(start_bdn: StartBdn, origin: Origin, tmp_path: Path, nodes: int = 3,
                         **cache: object) -> list[Bdn]:
     ports = [free_port() for _ in range(nodes)]
@@ -110,20 +124,21 @@ def test_a_joining_node_moves_about_its_share_of_chunks(members: int) -> None:
 async def test_a_bad_peer_is_detected_skipped_and_the_bytes_are_right(
         start_bdn: StartBdn, origin: Origin, tmp_path: Path, http: aiohttp.ClientSession, mode: Mode) -> None:
     body = os.urandom(8 * MiB)
-    origin.put("f.bin", body)
     sources = {"web": {"type": "http", "base_url": origin.url}}
     b_port = free_port()
     proxy = FaultProxy(b_port, mode=mode)
     await proxy.start()
     try:
         a_port = free_port()
+        name, _ = a_name_owned_by(proxy.url, [proxy.url], f"127.0.0.1:{a_port}", 8)
+        origin.put(name, body)
         # A reaches B only through the proxy; B knows itself by its real address.
         await start_bdn(sources, cache_dir=tmp_path / "b", port=b_port, chunk_bytes="1MiB",
                         peers={"static": [f"http://127.0.0.1:{a_port}"], "self": f"127.0.0.1:{b_port}"})
         a = await start_bdn(sources, cache_dir=tmp_path / "a", port=a_port, chunk_bytes="1MiB",
                             peers={"static": [f"http://127.0.0.1:{proxy.port}"], "self": f"127.0.0.1:{a_port}",
                                    "timeout": "1s"})
-        async with http.get(f"{a.url}/web/f.bin") as response:
+        async with http.get(f"{a.url}/web/{name}") as response:
             assert response.status == 200
             assert await response.read() == body
         assert await scrape(http, a, "bdn_peer_errors_total") >= 1
@@ -143,16 +158,7 @@ async def test_owner_killed_mid_transfer(start_bdn: StartBdn, bdn_process: Calla
     a_port = free_port()
     owner = bdn_process(bdn_config(tmp_path / "b", sources, chunk_bytes="1MiB"))
     static = [f"http://127.0.0.1:{a_port}", owner.url]
-    # Ownership hashes the (random) member URLs: pick a name of which the owner owns some chunks.
-    view = Peers(PeersConfig(static=tuple(static), self=f"127.0.0.1:{a_port}"))
-
-    def owned_by_owner(name: str) -> list[int]:
-        return [index for index in range(chunks)
-                if view.owner(owner_key(ObjectRef("web", name), index)) == owner.url]
-
-    name, owned = next(((name, owned) for name in (f"k{n}.bin" for n in range(64))
-                        if (owned := owned_by_owner(name))), ("", []))
-    assert owned, "the owner owns no chunk of 64 names: (1/256)**64, or ownership changed"
+    name, owned = a_name_owned_by(owner.url, static, f"127.0.0.1:{a_port}", chunks)
     origin.put(name, body)
     owner.config_path.write_text(yaml.safe_dump({
         **bdn_config(tmp_path / "b", sources, chunk_bytes="1MiB"), "listen": f"127.0.0.1:{owner.port}",
