@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
+from bdn.addresses import parse_ip
+
 DEFAULT_PORT = 8080
 RESERVED_NAMES = frozenset({"healthz", "readyz", "metrics", "v1", "_peer", "_bdn", "storage", "download"})
 _SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -103,11 +105,8 @@ class AdminConfig:
         ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
     def allows(self, address: str | None) -> bool:
-        try:
-            ip = ipaddress.ip_address(address or "")
-        except ValueError:
-            return False
-        return any(ip in network for network in self.allow)
+        ip = parse_ip(address)
+        return ip is not None and any(ip in network for network in self.allow)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from bdn.addresses import IP, parse_ip
 from bdn.config import PeersConfig
 from bdn.errors import UpstreamError
 from bdn.objects import ObjectInfo, ObjectRef
@@ -63,7 +64,8 @@ class Peers:
         self.config = config
         self.self_url = f"http://{config.self}"
         self.members: list[str] = sorted({self.self_url, *config.static})
-        self._addresses: set[str] = set()
+        self._addresses: set[IP] = set()  # of the members: IP literals, and what their host names resolve to
+        self._resolved: dict[str, set[IP]] = {}  # member host name → its addresses, as last resolved
         self._down_until: dict[str, float] = {}
         self._backoff: dict[str, float] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -74,20 +76,21 @@ class Peers:
         self._note_addresses()
 
     def _note_addresses(self) -> None:
-        self._addresses = {urlsplit(member).hostname or "" for member in self.members} - {""}
+        hosts = {urlsplit(member).hostname or "" for member in self.members}
+        literal = {ip for host in hosts if (ip := parse_ip(host)) is not None}
+        named = {address for host, addresses in self._resolved.items() if host in hosts for address in addresses}
+        self._addresses = literal | named
 
     async def refresh(self) -> None:
-        """Re-resolve `peers.dns` into the member list (static members always stay)."""
-        if not self.config.dns:
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(self.config.dns, self.config.port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            log.warning("peer discovery: cannot resolve %s: %s", self.config.dns, exc)
-            return
-        found = {f"http://{_host(str(info[4][0]))}:{self.config.port}" for info in infos}
-        self.members = sorted({self.self_url, *self.config.static, *found})
+        """Re-resolve `peers.dns` into the member list (static members always stay), and members' host names."""
+        if self.config.dns:
+            found = await _resolve(self.config.dns, self.config.port)
+            if found is not None:
+                urls = {f"http://{_host(str(address))}:{self.config.port}" for address in found}
+                self.members = sorted({self.self_url, *self.config.static, *urls})
+        for host in {urlsplit(member).hostname or "" for member in self.members}:
+            if host and parse_ip(host) is None and (addresses := await _resolve(host, 0)) is not None:
+                self._resolved[host] = addresses
         self._note_addresses()
 
     async def run(self) -> None:
@@ -96,7 +99,8 @@ class Peers:
             await asyncio.sleep(self.config.refresh)
 
     def is_peer_address(self, address: str | None) -> bool:
-        return address is not None and address in self._addresses
+        """Whether a client address (`request.remote`) is one of the members'."""
+        return parse_ip(address) in self._addresses
 
     def owner(self, key: str) -> str | None:
         """The member owning `key` if it is another, healthy node; None if this node should fill it."""
@@ -133,6 +137,16 @@ class Peers:
 
 def _host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
+
+
+async def _resolve(name: str, port: int) -> set[IP] | None:
+    """The addresses `name` resolves to, or None (logged) when it cannot be resolved now."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        log.warning("peer discovery: cannot resolve %s: %s", name, exc)
+        return None
+    return {ip for info in infos if (ip := parse_ip(str(info[4][0]))) is not None}
 
 
 class PeerRead:
