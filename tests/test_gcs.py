@@ -385,3 +385,19 @@ async def test_upstream_redirects_are_502_and_never_followed(start_bdn: StartBdn
     assert trap.connections == 0
     assert seen == ["/storage/v1/b/bkt/o/x.bin", "/storage/v1/b/bkt/o/x.bin", "/storage/v1/b/bkt/o",
                     "/storage/v1/b/bkt", "/storage/v1/b/bkt/o/ok.bin", "/download/storage/v1/b/bkt/o/ok.bin"]
+
+
+@pytest.mark.parametrize("resource", [{"name": "x.bin"}, {**RESOURCE, "size": "-1"}, {**RESOURCE, "size": "many"},
+                                      {**RESOURCE, "md5Hash": "not base64!"}, {**RESOURCE, "updated": 7}, ["x.bin"],
+                                      {k: v for k, v in RESOURCE.items() if k != "generation"}])
+async def test_a_malformed_object_resource_is_a_502(start_bdn: StartBdn, http: aiohttp.ClientSession,
+                                                    resource: Any) -> None:
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(resource)
+
+    async with serving(answer) as endpoint:
+        node = await start_gcs_node(start_bdn, endpoint)
+        for path in ("/gcs/bkt/x.bin", "/storage/v1/b/bkt/o/x.bin?alt=media"):
+            async with http.get(node.url + path) as response:
+                assert response.status == 502, path
+                assert (await response.json())["error"] == "upstream_error", path

@@ -73,6 +73,27 @@ def _message(content: bytes) -> str:
     return str(message)[:200]
 
 
+def _object_info(resource: dict[str, Any]) -> ObjectInfo:
+    digest = None
+    if resource.get("md5Hash"):
+        digest = from_base64("md5", resource["md5Hash"])
+    elif resource.get("crc32c"):
+        digest = from_base64("crc32c", resource["crc32c"])
+    kept = {name: resource[name] for name in RESOURCE_FIELDS if name in resource}
+    size = int(resource["size"])
+    if size < 0:
+        raise ValueError("negative size")
+    return ObjectInfo(
+        size=size,
+        etag=f'"{resource.get("etag", resource["generation"])}"',
+        last_modified=http_date(resource.get("updated")),
+        version_id=str(resource["generation"]),
+        content_type=resource.get("contentType"),
+        digest=digest,
+        attributes=kept,
+    )
+
+
 class GcsSource:
     """One configured GCS endpoint; see the module docstring."""
 
@@ -136,21 +157,11 @@ class GcsSource:
 
     @staticmethod
     def info(resource: dict[str, Any]) -> ObjectInfo:
-        digest = None
-        if resource.get("md5Hash"):
-            digest = from_base64("md5", resource["md5Hash"])
-        elif resource.get("crc32c"):
-            digest = from_base64("crc32c", resource["crc32c"])
-        kept = {name: resource[name] for name in RESOURCE_FIELDS if name in resource}
-        return ObjectInfo(
-            size=int(resource["size"]),
-            etag=f'"{resource.get("etag", resource["generation"])}"',
-            last_modified=http_date(resource.get("updated")),
-            version_id=str(resource["generation"]),
-            content_type=resource.get("contentType"),
-            digest=digest,
-            attributes=kept,
-        )
+        """An object resource as bdn's ObjectInfo; UpstreamError (502) when the upstream's answer is not one."""
+        try:
+            return _object_info(resource)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # binascii.Error is a ValueError
+            raise UpstreamError(f"upstream sent a malformed object resource ({type(exc).__name__})") from None
 
     async def read(self, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
         fs = await self.filesystem()
