@@ -83,7 +83,8 @@ class ObjectCache:
         self.io = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="bdn-io")
         self.ram = RamTier(ram_bytes, self.io)
         self.retry = retry or RetryPolicy()
-        self.fills = Fills(disk, self.ram, self.retry)
+        # While the disk refuses writes, fills in flight hold no more than the RAM tier's budget in memory.
+        self.fills = Fills(disk, self.ram, self.retry, uncached_limit=max(1, ram_bytes // chunk_bytes))
         self.chunk_bytes = chunk_bytes
         self.metadata_ttl = metadata_ttl
         self.metadata = Metadata(disk, self.retry)

@@ -15,12 +15,15 @@ complete chunk of the right length is committed to the disk tier, and the fill l
 registry only after that commit, so there is no moment in which a chunk is neither in flight
 nor on disk; the RAM tier then loads it from the fill's file (the page cache has it). When the
 disk cannot take a chunk (full, failing), its fill writes into an anonymous memory file
-instead: readers follow it just the same, and nothing is committed to disk.
+instead: readers follow it just the same, and nothing is committed to disk. So that memory
+stays bounded, only `uncached_limit` such fills read from the upstream at once; the others
+wait their turn.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -98,10 +101,12 @@ class ChunkFill:
 class Fills:
     """The registry of chunk fills in flight on this node, keyed by chunk name."""
 
-    def __init__(self, disk: DiskTier, ram: RamTier, retry: RetryPolicy) -> None:
+    def __init__(self, disk: DiskTier, ram: RamTier, retry: RetryPolicy, uncached_limit: int = 1) -> None:
         self._disk = disk
         self._ram = ram
         self._retry = retry
+        # Uncached fills stream into memory files: at most this many read upstream at once.
+        self._uncached_slots = asyncio.Semaphore(uncached_limit)
         self._fills: dict[str, ChunkFill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.started = 0  # fills started since start-up
@@ -143,7 +148,9 @@ class Fills:
         error: BaseException | None = None
         began = time.monotonic()
         try:
-            await self._stream(fill, source, path, info, start, first)
+            slot = self._uncached_slots if fill.temp is None else contextlib.nullcontext()
+            async with slot:
+                await self._stream(fill, source, path, info, start, first)
             if fill.written != fill.size:
                 raise UpstreamError(f"fill ended at {fill.written} of {fill.size} bytes")
             if fill.temp is not None:

@@ -121,3 +121,19 @@ async def test_a_write_error_mid_fill_finishes_the_chunk_uncached(start_bdn: Sta
     assert await metric(node, http, "bdn_cache_disk_write_errors_total") >= 1
     assert len(origin.gets("w.bin")) == 8, "each chunk once by its broken fill, once more by an uncached one"
     assert not list((cache_dir / "chunks").rglob("*.*")) and not list((cache_dir / "tmp").iterdir())
+
+
+async def test_uncached_fills_read_upstream_a_ram_budget_at_a_time(
+        start_bdn: StartBdn, origin: Origin, small_disk: Path, http: aiohttp.ClientSession) -> None:
+    """With the disk full, fills live in memory: only ram_bytes of them (4 chunks here) read at once, not 8."""
+    data = os.urandom(12 * MiB)
+    origin.put("c.bin", data)
+    origin.faults.bytes_per_second = 8 * MiB  # slow enough for read-ahead to pile fills up
+    node = await start_bdn({"web": {"type": "http", "base_url": origin.url}}, cache_dir=small_disk / "cache",
+                           ram_bytes="4MiB")
+    fill_up(small_disk)
+    status, body, _ = await get(http, f"{node.url}/web/c.bin")
+    assert status == 200 and sha256(body) == sha256(data)
+    assert await metric(node, http, "bdn_uncached_fills_total") >= 12
+    # four fills, plus the first chunk's read that went out with the metadata request, before any fill
+    assert 4 <= origin.max_in_flight <= 5, origin.max_in_flight
