@@ -13,6 +13,12 @@ signed URLs. It answers as huggingface.co does (PROTOCOLS.md section 1), so the 
   (paginated with `Link: <…>; rel="next"`), `POST …/paths-info/{rev}`.
 * Errors carry `X-Error-Code` / `X-Error-Message` exactly as the Hub's (RepoNotFound, GatedRepo,
   RevisionNotFound, EntryNotFound).
+* `hub.redirect(prefix, target)` answers every Hub request under a path prefix with a redirect,
+  as the Hub does for a renamed repo (a relative 307) or as a hostile Hub could (another host);
+  `next_page_origin` puts tree pages' `rel="next"` links on another origin.
+
+`hub.source()` is bdn's config for an `hf` source on this Hub: the storage host is another origin,
+so it has to be one of the source's `storage_hosts`.
 
 Commits are real git objects: blob, tree and commit ids are the sha1s git would compute for the
 same content (LFS files enter the tree as their pointer file), so ids are deterministic.
@@ -36,6 +42,7 @@ from urllib.parse import quote, unquote
 from aiohttp import web
 
 MiB = 1 << 20
+HOST = "127.0.0.1"  # both servers listen here, on ports of their own
 REPO_TYPES = {"model": "", "dataset": "datasets/", "space": "spaces/"}  # repo type -> resolve URL prefix
 _API_TYPES = {f"{t}s": t for t in REPO_TYPES}  # "models" -> "model"
 _PREFIXES = {p.rstrip("/"): t for t, p in REPO_TYPES.items() if p}  # "datasets" -> "dataset"
@@ -208,6 +215,8 @@ class FakeHub:
     port: int = 0
     storage_port: int = 0
     completed: int = 0  # storage bodies sent to their end
+    next_page_origin: str = ""  # origin of tree pages' rel="next" links ("": the Hub's own)
+    redirects: dict[str, tuple[int, str]] = field(default_factory=dict)  # path prefix -> (status, target prefix)
     _signatures: dict[str, tuple[str, float]] = field(default_factory=dict)  # signature -> (sha256, expires)
     _runners: list[web.AppRunner] = field(default_factory=list)
 
@@ -217,9 +226,13 @@ class FakeHub:
         """Start (or restart, on the same ports) the Hub and the storage host; returns `hub.url`."""
         self.port = await self._serve(self._handle_hub, self.port)
         self.storage_port = await self._serve(self._handle_storage, self.storage_port)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.storage_url = f"http://127.0.0.1:{self.storage_port}"
+        self.url = f"http://{HOST}:{self.port}"
+        self.storage_url = f"http://{HOST}:{self.storage_port}"
         return self.url
+
+    def source(self, **options: Any) -> dict[str, Any]:
+        """bdn's config for an `hf` source on this Hub, its storage host allowed."""
+        return {"type": "hf", "endpoint": self.url, "storage_hosts": [HOST], **options}
 
     async def stop(self) -> None:
         while self._runners:
@@ -230,7 +243,7 @@ class FakeHub:
         app.router.add_route("*", "/{tail:.*}", handler)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)  # stop() cuts transfers in flight
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await web.TCPSite(runner, HOST, port).start()
         self._runners.append(runner)
         return int(runner.addresses[0][1])
 
@@ -341,6 +354,10 @@ class FakeHub:
         self._signatures[signature] = (sha, expires)
         return f"{self.storage_url}/blobs/{sha}?X-Amz-Signature={signature}&Expires={int(expires)}"
 
+    def redirect(self, prefix: str, target: str, status: int = 307) -> None:
+        """Answer Hub requests whose raw path starts with `prefix` with `status` to `target` + the rest (and query)."""
+        self.redirects[prefix] = (status, target)
+
     def expire_urls(self) -> None:
         """Invalidate every signed URL handed out so far (storage then answers 403)."""
         self._signatures.clear()
@@ -399,6 +416,9 @@ class FakeHub:
         self._record(request, "hub")
         if self.down:
             return web.Response(status=self.down_status, text="hub is down")
+        redirect = self._redirect(request)
+        if redirect is not None:
+            return redirect
         segments = [unquote(s) for s in request.rel_url.raw_path.split("/")[1:]]
         if segments[:1] == ["api"]:
             if segments[1:] == ["agent-harnesses"]:
@@ -416,6 +436,14 @@ class FakeHub:
         if request.method not in ("GET", "HEAD"):
             return _error(405, None, "Method Not Allowed")
         return self._resolve(request, repo_type, repo_id, rest[0], "/".join(rest[1:]))
+
+    def _redirect(self, request: web.Request) -> web.Response | None:
+        path, query = request.rel_url.raw_path, request.rel_url.raw_query_string
+        for prefix, (status, target) in self.redirects.items():
+            if path.startswith(prefix):
+                location = target + path[len(prefix):] + (f"?{query}" if query else "")
+                return web.Response(status=status, headers={"Location": location})
+        return None
 
     def _split_repo(
         self, repo_type: str, segments: list[str], actions: tuple[str, ...], min_rest: int,
@@ -591,7 +619,7 @@ class FakeHub:
         if offset + size < len(paths):
             cursor = base64.urlsafe_b64encode(str(offset + size).encode()).decode().rstrip("=")
             query = f"recursive={str(recursive).lower()}&expand={str(expand).lower()}&cursor={cursor}"
-            headers["Link"] = f'<{self.url}{request.rel_url.raw_path}?{query}>; rel="next"'
+            headers["Link"] = f'<{self.next_page_origin or self.url}{request.rel_url.raw_path}?{query}>; rel="next"'
         return web.json_response([self._entry_json(repo, commit, p, expand) for p in page], headers=headers)
 
     @staticmethod

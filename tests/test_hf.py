@@ -53,8 +53,7 @@ async def hub() -> AsyncIterator[FakeHub]:
 @pytest.fixture
 async def node(hub: FakeHub, start_bdn: StartBdn, monkeypatch: pytest.MonkeyPatch) -> Bdn:
     monkeypatch.setenv("BDN_TEST_HF_TOKEN", BDN_TOKEN)
-    return await start_bdn({"hf": {"type": "hf", "endpoint": hub.url, "token_env": "BDN_TEST_HF_TOKEN"}},
-                           metadata_ttl="1h")
+    return await start_bdn({"hf": hub.source(token_env="BDN_TEST_HF_TOKEN")}, metadata_ttl="1h")
 
 
 def endpoint(node: Bdn) -> str:
