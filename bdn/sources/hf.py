@@ -28,6 +28,7 @@ from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.file_download import get_hf_file_metadata
 from huggingface_hub.hf_api import RepoFile, RepoFolder
+from huggingface_hub.utils._validators import validate_repo_id
 
 from bdn.bounded import BoundedDict
 from bdn.config import HfSourceConfig, UpstreamConfig
@@ -42,7 +43,6 @@ MAX_LOCATIONS = 100_000  # remembered storage URLs of files
 REPO_TYPES = ("model", "dataset", "space")
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,19 @@ class HubFile:
 
 
 def check_repo(repo_type: str, repo_id: str) -> None:
-    if repo_type not in REPO_TYPES or not _REPO_ID.match(repo_id) or ".." in repo_id:
-        raise BadRequest(f"not a repo id: {repo_id!r}")
+    """Refuse what huggingface_hub (and so the Hub) would refuse, before any upstream request."""
+    if repo_type not in REPO_TYPES:
+        raise BadRequest(f"not a repo type: {repo_type!r}")
+    try:
+        validate_repo_id(repo_id)
+    except hf_errors.HFValidationError as exc:
+        raise hub_error(exc, repo_id) from None
 
 
 def hub_error(exc: Exception, what: str) -> Exception:
     """The bdn error for a huggingface_hub failure, keeping the Hub's X-Error-Code headers."""
+    if isinstance(exc, hf_errors.HFValidationError):
+        return BadRequest(f"not a Hub repo id: {exc}")
     response = getattr(exc, "response", None)
     if isinstance(exc, hf_errors.HfHubHTTPError) and response is not None:
         status = response.status_code
@@ -121,7 +128,8 @@ class HfSource:
     async def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._threads, fn)
-        except (hf_errors.HfHubHTTPError, httpx2.TransportError, OSError, TimeoutError) as exc:
+        except (hf_errors.HfHubHTTPError, httpx2.TransportError, ValueError, OSError, TimeoutError) as exc:
+            # ValueError: HFValidationError, or an answer of the Hub the library could not parse
             raise hub_error(exc, what) from None
 
     # -- repo-level metadata, used by the Hub-facing routes ------------------------------------
@@ -163,10 +171,9 @@ class HfSource:
     async def _metadata(self, path: str) -> tuple[ObjectInfo, str]:
         """The file's size, ETag and digest, and where its bytes are (remembered for reads)."""
         file = HubFile.from_path(path)
-        url = hf_hub_url(file.repo_id, file.filename, repo_type=file.repo_type, revision=file.sha,
-                         endpoint=self.endpoint)
-        meta = await self._call(f"{file.repo_id}/{file.filename}",
-                                lambda: get_hf_file_metadata(url, token=self._token, endpoint=self.endpoint))
+        meta = await self._call(f"{file.repo_id}/{file.filename}", lambda: get_hf_file_metadata(
+            hf_hub_url(file.repo_id, file.filename, repo_type=file.repo_type, revision=file.sha,
+                       endpoint=self.endpoint), token=self._token, endpoint=self.endpoint))
         if meta.size is None or not meta.etag:
             raise UpstreamError(f"the Hub gave no size or ETag for {file.repo_id}/{file.filename}")
         if not self._may_read_from(meta.location):
