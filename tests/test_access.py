@@ -17,10 +17,16 @@ from bdn.config import ConfigError, from_mapping
 from tests.conftest import MiB, StartBdn
 from tests.hub import FakeHub
 from tests.origin import Origin
+from tests.proxy import CountingProxy
 from tests.test_upstream_faults import metric
 
 TOKEN = "pod-token-0123456789abcdef"
 OTHER = "another-token-0123456789"
+
+
+def chunk_files(cache_dir: Path) -> list[Path]:
+    """Every chunk file the cache holds under `cache_dir`."""
+    return sorted(path for path in (cache_dir / "chunks").rglob("*") if path.is_file())
 
 
 def protected(origin: Origin, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -58,23 +64,42 @@ async def test_a_source_with_client_tokens_refuses_requests_without_one(
 
 
 async def test_s3_sdks_present_the_token_as_their_access_key(start_bdn: StartBdn, s3: Any, bucket: str,
-                                                              moto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    s3.put_object(Bucket=bucket, Key="w.bin", Body=b"weights" * 1000)
+                                                              proxy: CountingProxy, monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    body = b"weights" * 1000
+    s3.put_object(Bucket=bucket, Key="w.bin", Body=body)
     monkeypatch.setenv("BDN_TEST_CLIENT_TOKENS", TOKEN)
-    node = await start_bdn({"s3": {"type": "s3", "endpoint_url": moto_url, "region": "us-east-1",
+    node = await start_bdn({"s3": {"type": "s3", "endpoint_url": proxy.url, "region": "us-east-1",
                                    "clients": {"bearer_tokens_env": "BDN_TEST_CLIENT_TOKENS"}}})
 
-    def read(key_id: str) -> bytes:
-        client = boto3.client("s3", endpoint_url=f"{node.url}/s3", region_name="us-east-1",
-                              aws_access_key_id=key_id, aws_secret_access_key="anything")
-        body: bytes = client.get_object(Bucket=bucket, Key="w.bin")["Body"].read()
-        return body
+    def client(key_id: str) -> Any:
+        return boto3.client("s3", endpoint_url=f"{node.url}/s3", region_name="us-east-1",
+                            aws_access_key_id=key_id, aws_secret_access_key="anything")
 
-    assert await asyncio.to_thread(read, TOKEN) == b"weights" * 1000
+    def read(key_id: str) -> bytes:
+        got: bytes = client(key_id).get_object(Bucket=bucket, Key="w.bin")["Body"].read()
+        return got
+
+    def head(key_id: str) -> int:
+        size: int = client(key_id).head_object(Bucket=bucket, Key="w.bin")["ContentLength"]
+        return size
+
+    # A HEAD error has no body, so botocore takes its status as the code.
+    for refused_call, code in ((read, "AccessDenied"), (head, "401")):
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
+            await asyncio.to_thread(refused_call, "AKIAWRONGWRONGWRONG")
+        assert refused.value.response["Error"]["Code"] == code
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 401
+    assert proxy.log == [], "a refused SDK request never reached moto"
+    assert chunk_files(tmp_path / "cache") == [], "nor the cache"
+    assert await asyncio.to_thread(read, TOKEN) == body
+    assert await asyncio.to_thread(head, TOKEN) == len(body)
+    assert chunk_files(tmp_path / "cache") != []
+    forwarded = len(proxy.log)
     with pytest.raises(botocore.exceptions.ClientError) as refused:
         await asyncio.to_thread(read, "AKIAWRONGWRONGWRONG")
-    assert refused.value.response["Error"]["Code"] == "AccessDenied"
-    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 401
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 401, "cached bytes are refused all the same"
+    assert len(proxy.log) == forwarded
 
 
 def test_client_tokens_from_a_file_and_bad_token_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
