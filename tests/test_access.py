@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import boto3
 import botocore.exceptions
 import pytest
+from google.oauth2.credentials import Credentials
 
 from bdn.config import ConfigError, from_mapping
-from tests.conftest import MiB, StartBdn
+from tests.conftest import MiB, StartBdn, sha256
 from tests.hub import FakeHub
 from tests.origin import Origin
 from tests.proxy import CountingProxy
+from tests.test_gcs import Gcs
 from tests.test_upstream_faults import metric
+
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # before gcsfs is imported
+import gcsfs
 
 TOKEN = "pod-token-0123456789abcdef"
 OTHER = "another-token-0123456789"
+WRONG = "wrong-token-0123456789abcdef"
 
 
 def chunk_files(cache_dir: Path) -> list[Path]:
@@ -100,6 +108,95 @@ async def test_s3_sdks_present_the_token_as_their_access_key(start_bdn: StartBdn
         await asyncio.to_thread(read, "AKIAWRONGWRONGWRONG")
     assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 401, "cached bytes are refused all the same"
     assert len(proxy.log) == forwarded
+
+
+REFUSED = ({}, {"Authorization": f"Bearer {WRONG}"}, {"Authorization": f"Bearer {TOKEN}x"},
+           {"Authorization": f"Basic {TOKEN}"}, {"Authorization": "Bearer "})
+
+
+async def test_a_gcs_source_with_client_tokens_refuses_requests_without_one_on_every_path(
+        start_bdn: StartBdn, gcs_url: str, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    data = os.urandom(2 * MiB + 3)
+    store = Gcs(gcs_url, http)
+    await store.create()
+    await store.put("dir/m.bin", data)
+    monkeypatch.setenv("BDN_TEST_CLIENT_TOKENS", f"{OTHER}, {TOKEN}")
+    async with CountingProxy(gcs_url) as upstream:
+        node = await start_bdn({"gcs": {"type": "gcs", "endpoint_url": upstream.url, "token": "anon", "project": "test",
+                                        "json_api": True, "clients": {"bearer_tokens_env": "BDN_TEST_CLIENT_TOKENS"}}})
+        bucket, name = store.bucket, quote("dir/m.bin", safe="")
+        media = [f"/gcs/{bucket}/dir/m.bin", f"/storage/v1/b/{bucket}/o/{name}?alt=media",
+                 f"/download/storage/v1/b/{bucket}/o/{name}?alt=media"]
+        resource, bucket_info = f"/storage/v1/b/{bucket}/o/{name}", f"/storage/v1/b/{bucket}"
+        listing = f"/storage/v1/b/{bucket}/o?prefix=dir/&delimiter=/"
+        for headers in REFUSED:
+            for path in (*media, resource, listing, bucket_info):
+                for method in ("GET", "HEAD"):
+                    async with http.request(method, node.url + path, headers=headers) as response:
+                        assert response.status == 401, (method, path, headers)
+                        assert response.headers["WWW-Authenticate"] == 'Bearer realm="bdn"'
+                        body = await response.read()
+                        if method == "HEAD":
+                            assert body == b""
+                        else:
+                            assert response.content_type == "application/json"
+                            assert json.loads(body)["error"] == "unauthorized"
+        assert upstream.log == [], "a refused request never reached the upstream"
+        assert chunk_files(tmp_path / "cache") == [], "nor the cache"
+
+        allowed = {"Authorization": f"Bearer {TOKEN}"}
+        for path in media:
+            async with http.get(node.url + path, headers=allowed) as response:
+                assert response.status == 200, path
+                assert sha256(await response.read()) == sha256(data), path
+            async with http.head(node.url + path, headers=allowed) as response:
+                assert response.status == 200, path
+                assert response.headers["Content-Length"] == str(len(data))
+        async with http.get(node.url + resource, headers=allowed) as response:
+            assert response.status == 200
+            assert {k: v for k, v in (await response.json()).items() if k in ("name", "size")} == {
+                "name": "dir/m.bin", "size": str(len(data))}
+        async with http.get(node.url + listing, headers=allowed) as response:
+            assert response.status == 200
+            assert [item["name"] for item in (await response.json())["items"]] == ["dir/m.bin"]
+        async with http.get(node.url + bucket_info, headers=allowed) as response:
+            assert response.status == 200
+            assert (await response.json())["name"] == bucket
+        assert chunk_files(tmp_path / "cache") != []
+        forwarded = len(upstream.log)
+        for path in (*media, resource):
+            async with http.get(node.url + path) as response:
+                assert response.status == 401, f"{path}: cached bytes are refused all the same"
+        assert len(upstream.log) == forwarded
+
+
+async def test_gcsfs_with_a_token_reads_and_without_one_is_refused(
+        start_bdn: StartBdn, gcs_url: str, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """gcsfs given credentials sends `Authorization: Bearer <access token>` (PROTOCOLS.md 3.1)."""
+    data = os.urandom(MiB + 77)
+    store = Gcs(gcs_url, http)
+    await store.create()
+    await store.put("m.bin", data)
+    monkeypatch.setenv("BDN_TEST_CLIENT_TOKENS", TOKEN)
+    async with CountingProxy(gcs_url) as upstream:
+        node = await start_bdn({"gcs": {"type": "gcs", "endpoint_url": upstream.url, "token": "anon", "project": "test",
+                                        "json_api": True, "clients": {"bearer_tokens_env": "BDN_TEST_CLIENT_TOKENS"}}})
+
+        def read(token: Any) -> tuple[int, bytes, bytes]:
+            fs = gcsfs.GCSFileSystem(token=token, endpoint_url=node.url, project="test", skip_instance_cache=True,
+                                     retries=1)
+            path = f"{store.bucket}/m.bin"
+            return fs.info(path)["size"], fs.cat_file(path), fs.cat_file(path, start=10, end=5000)
+
+        for refused in ("anon", Credentials(WRONG)):
+            with pytest.raises(gcsfs.retry.HttpError) as info:
+                await asyncio.to_thread(read, refused)
+            assert info.value.code == 401
+        assert upstream.log == []
+        assert chunk_files(tmp_path / "cache") == []
+        assert await asyncio.to_thread(read, Credentials(TOKEN)) == (len(data), data, data[10:5000])
 
 
 def test_client_tokens_from_a_file_and_bad_token_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
