@@ -16,8 +16,10 @@ import botocore.exceptions
 import pytest
 from google.oauth2.credentials import Credentials
 
+from bdn import peers
 from bdn.config import ConfigError, from_mapping
-from tests.conftest import MiB, StartBdn, sha256
+from bdn.objects import ObjectInfo, ObjectRef
+from tests.conftest import MiB, StartBdn, free_port, sha256
 from tests.hub import FakeHub
 from tests.origin import Origin
 from tests.proxy import CountingProxy
@@ -239,6 +241,48 @@ async def test_the_admin_api_answers_the_allow_list_only(start_bdn: StartBdn, or
         assert response.status == 202
     async with http.get(f"{opened.url}/_peer/web") as response:
         assert response.status == 403, "/_peer/ answers configured peers only"
+
+
+SPOOFED = ({"X-Forwarded-For": "127.0.0.1"}, {"X-Forwarded-For": "127.0.0.1, 127.0.0.2"},
+           {"Forwarded": "for=127.0.0.1"}, {"Forwarded": 'for="127.0.0.1:8080";proto=http'}, {"X-Real-IP": "127.0.0.1"},
+           {"X-Client-IP": "127.0.0.1", "True-Client-IP": "127.0.0.1", "CF-Connecting-IP": "127.0.0.1"},
+           {"X-Forwarded-For": "127.0.0.1", "Forwarded": "for=127.0.0.1", "X-Real-IP": "127.0.0.1"})
+
+
+async def test_forwarding_headers_do_not_open_the_admin_api_or_the_peer_endpoint(
+        start_bdn: StartBdn, origin: Origin, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """bdn judges the socket's peer address only: a client may write any X-Forwarded-For it likes."""
+    data = os.urandom(MiB + 11)
+    origin.put("x.bin", data)
+    port = free_port()
+    node = await start_bdn({"web": {"type": "http", "base_url": origin.url}}, port=port,
+                           peers={"static": [f"http://127.0.0.1:{port}"], "self": f"127.0.0.1:{port}"},
+                           sections={"admin": {"allow": ["127.0.0.1/32"]}})
+    asked = {peers.OBJECT_HEADER: peers.encode_object(ObjectRef("web", "x.bin"),
+                                                      ObjectInfo(size=len(data), etag=origin.etag("x.bin")))}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as stranger:
+        for spoofed in SPOOFED:
+            for method, path, body in (("POST", "/v1/warm", {"urls": ["web://x.bin"]}), ("GET", "/v1/warm/1", None),
+                                       ("GET", "/_peer/web", None), ("HEAD", "/_peer/web", None)):
+                async with stranger.request(method, node.url + path, json=body,
+                                            headers={**spoofed, **asked}) as response:
+                    assert response.status == 403, (method, path, spoofed)
+                    if method != "HEAD":
+                        assert (await response.json())["error"] == "forbidden"
+        await asyncio.sleep(0.1)  # a warm job would have started by now
+        assert origin.log == [], "nothing was fetched for a refused address"
+        assert chunk_files(tmp_path / "cache") == []
+        # The same requests from the allowed address are served: the 403s above were the address check.
+        async with http.get(f"{node.url}/_peer/web", headers=asked) as response:
+            assert response.status == 200
+            assert sha256(await response.read()) == sha256(data)
+        async with http.post(f"{node.url}/v1/warm", json={"urls": ["web://x.bin"]}) as response:
+            assert response.status == 202
+            job = (await response.json())["id"]
+        for spoofed in SPOOFED:
+            async with stranger.get(f"{node.url}/v1/warm/{job}", headers=spoofed) as response:
+                assert response.status == 403, spoofed
+    assert origin.log != []
 
 
 async def test_the_hub_cannot_send_bdn_to_another_host(start_bdn: StartBdn, http: aiohttp.ClientSession) -> None:
