@@ -201,6 +201,121 @@ async def test_gcsfs_with_a_token_reads_and_without_one_is_refused(
         assert await asyncio.to_thread(read, Credentials(TOKEN)) == (len(data), data, data[10:5000])
 
 
+def sigv4(key_id: str) -> str:
+    """An S3 SDK's Authorization header, as botocore writes it, with `key_id` as the access key id."""
+    return (f"AWS4-HMAC-SHA256 Credential={key_id}/20260101/us-east-1/s3/aws4_request, "
+            f"SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={'0' * 64}")
+
+
+def assert_nowhere(secrets: tuple[str, ...], caplog: pytest.LogCaptureFixture, exported: str,
+                   answers: list[tuple[int, str, bytes]]) -> None:
+    """None of `secrets` is in a log record, the /metrics text, or any answer's headers or body."""
+    assert '"status": 401' in caplog.text, "bdn's access log was captured"
+    logged = caplog.text + "".join(repr(record.args) for record in caplog.records)
+    for secret in secrets:
+        assert secret not in logged, "a token was logged"
+        assert secret not in exported, "a token was exported"
+        for status, headers, body in answers:
+            assert secret not in headers and secret.encode() not in body, f"a token was echoed in a {status}"
+
+
+@pytest.mark.parametrize("kind", ["http", "s3", "gcs"])
+async def test_client_tokens_are_never_logged_exported_or_echoed(
+        kind: str, start_bdn: StartBdn, origin: Origin, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest) -> None:
+    data = os.urandom(MiB + 5)
+    monkeypatch.setenv("BDN_TEST_CLIENT_TOKENS", TOKEN)
+    clients = {"bearer_tokens_env": "BDN_TEST_CLIENT_TOKENS"}
+    if kind == "http":
+        origin.put("m.bin", data)
+        source: dict[str, Any] = {"type": "http", "base_url": origin.url}
+        paths = ["/src/m.bin"]
+    elif kind == "s3":
+        request.getfixturevalue("s3").put_object(Bucket=request.getfixturevalue("bucket"), Key="m.bin", Body=data)
+        source = {"type": "s3", "endpoint_url": request.getfixturevalue("moto_url"), "region": "us-east-1"}
+        paths = ["/src/models/m.bin"]
+    else:
+        store = Gcs(request.getfixturevalue("gcs_url"), http)
+        await store.create()
+        await store.put("m.bin", data)
+        source = {"type": "gcs", "endpoint_url": store.url, "token": "anon", "project": "test", "json_api": True}
+        paths = [f"/src/{store.bucket}/m.bin", f"/storage/v1/b/{store.bucket}/o/m.bin?alt=media"]
+    caplog.set_level(logging.DEBUG)
+    node = await start_bdn({"src": {**source, "clients": clients}})
+    answers: list[tuple[int, str, bytes]] = []
+
+    async def ask(method: str, path: str, authorization: str) -> int:
+        async with http.request(method, node.url + path, headers={"Authorization": authorization}) as response:
+            answers.append((response.status, repr(response.headers), await response.read()))
+            return response.status
+
+    for path in paths:
+        missing, bad = path.replace("m.bin", "missing.bin"), path.replace("m.bin", "m%00.bin")
+        for scheme in (lambda token: f"Bearer {token}", sigv4):
+            assert await ask("GET", path, scheme(TOKEN)) == 200
+            assert answers[-1][2] == data
+            assert await ask("HEAD", path, scheme(TOKEN)) == 200
+            assert [await ask(method, path, scheme(WRONG)) for method in ("GET", "HEAD")] == [401, 401]
+            assert await ask("GET", path, scheme(TOKEN + "x")) == 401
+            assert await ask("GET", missing, scheme(TOKEN)) == 404
+            assert await ask("GET", bad, scheme(TOKEN)) == 400
+            assert await ask("GET", missing, scheme(WRONG)) == 401
+    async with http.get(f"{node.url}/metrics") as response:
+        exported = await response.text()
+    assert_nowhere((TOKEN, WRONG), caplog, exported, answers)
+
+
+async def test_hub_tokens_are_never_logged_exported_or_echoed(
+        start_bdn: StartBdn, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    node_token, user, stranger = "hf_bdn_node_0123456789abcdef", "hf_user_0123456789abcdef", "hf_wrong_0123456789abcdef"
+    late = "hf_late_0123456789abcdef"
+    files = {"config.json": b'{"model_type": "tiny"}\n', "w.bin": os.urandom(2 * MiB)}  # w.bin is LFS
+    hub = FakeHub()
+    await hub.start()
+    try:
+        hub.add_repo("acme/secret", files, private=True, tokens=(node_token, user))
+        hub.add_repo("acme/gated", files, gated="manual", tokens=(node_token, user))
+        monkeypatch.setenv("BDN_TEST_HF_TOKEN", node_token)
+        caplog.set_level(logging.DEBUG)
+        node = await start_bdn({"hf": {"type": "hf", "endpoint": hub.url, "token_env": "BDN_TEST_HF_TOKEN",
+                                       "storage_hosts": ["127.0.0.1"]}})
+        answers: list[tuple[int, str, bytes]] = []
+
+        async def ask(method: str, path: str, token: str | None) -> int:
+            headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+            async with http.request(method, f"{node.url}/hf/{path}", headers=headers) as response:
+                answers.append((response.status, repr(response.headers), await response.read()))
+                return response.status
+
+        for repo, refusal in (("acme/secret", 401), ("acme/gated", 403)):
+            for name in files:
+                for method in ("GET", "HEAD"):
+                    assert await ask(method, f"{repo}/resolve/main/{name}", user) == 200
+                    if method == "GET":
+                        assert answers[-1][2] == files[name]
+                    # refused although bdn has the bytes cached by now
+                    assert await ask(method, f"{repo}/resolve/main/{name}", stranger) == refusal, (repo, name)
+                    assert await ask(method, f"{repo}/resolve/main/{name}", None) == refusal, (repo, name)
+            assert await ask("GET", f"{repo}/resolve/main/nope.bin", user) == 404
+        for api in ("api/models/acme/secret", "api/models/acme/secret/revision/main",
+                    "api/models/acme/secret/tree/main?recursive=true"):
+            assert await ask("GET", api, user) == 200, api
+            assert await ask("GET", api, stranger) == 401, api
+        assert await ask("GET", "acme/nope/resolve/main/config.json", user) == 401  # RepoNotFound, as the Hub says
+        assert await ask("GET", "acme/nope/resolve/main/config.json", stranger) == 401
+        assert {r.authorization for r in hub.log} >= {f"Bearer {user}", f"Bearer {stranger}"}, \
+            "bdn asked the Hub about both client tokens"
+        hub.down, hub.down_status = True, 500  # a token bdn has not seen yet cannot be checked: an error, not a leak
+        assert await ask("GET", "acme/secret/resolve/main/config.json", late) == 502
+        assert await ask("HEAD", "acme/secret/resolve/main/config.json", late) == 502
+        async with http.get(f"{node.url}/metrics") as response:
+            exported = await response.text()
+        assert_nowhere((user, stranger, late, node_token), caplog, exported, answers)
+    finally:
+        await hub.stop()
+
+
 def test_client_tokens_from_a_file_and_bad_token_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text(f"# pods of team a\n{TOKEN}\n\n{OTHER}\n")
