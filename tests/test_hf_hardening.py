@@ -1,6 +1,7 @@
-"""An `hf` source under hostile input: bad repo ids.
+"""An `hf` source under hostile input and a hostile Hub: bad repo ids, redirects and page links to other origins.
 
-Each test talks to a real bdn in front of tests/hub.py's fake Hub.
+Each test talks to a real bdn in front of tests/hub.py's fake Hub. Anything that must never be
+contacted is a listening socket that counts connections: "no SSRF" is asserted as zero of them.
 """
 
 from __future__ import annotations
@@ -8,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
+import httpx2
 import pytest
-from huggingface_hub import hf_hub_download
+from huggingface_hub import HfApi, hf_hub_download, set_client_factory, snapshot_download
+from huggingface_hub.utils._http import default_client_factory
 
+from bdn.config import ConfigError
 from tests.conftest import Bdn, MiB, StartBdn
 from tests.hub import FakeHub
 from tests.test_http_source import expect_json_error
@@ -30,6 +34,30 @@ BAD_ID_TARGETS = (("GET", "/hf/{id}/resolve/main/config.json"), ("HEAD", "/hf/{i
                   ("GET", "/hf/api/datasets/{id}"), ("GET", "/hf/api/datasets/{id}/revision/main"),
                   ("GET", "/hf/api/models/{id}/tree/main"), ("GET", "/hf/api/spaces/{id}/auth-check"),
                   ("POST", "/hf/api/models/{id}/paths-info/main"))
+
+
+class Knocks:
+    """A listener that counts the connections it gets and closes them: a host bdn must never contact."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self, host: str) -> int:
+        self.server = await asyncio.start_server(self._knock, host, 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _knock(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.count += 1
+        writer.close()
+
+
+@pytest.fixture
+async def knocks() -> AsyncIterator[Knocks]:
+    counter = Knocks()
+    yield counter
+    if counter.server is not None:
+        counter.server.close()
 
 
 @pytest.fixture
@@ -99,3 +127,98 @@ async def test_a_bad_repo_id_in_a_preheat_fails_the_job(node: Bdn, hub: FakeHub,
     assert all(error.startswith(f"{url}: not a Hub repo id") for error, url in zip(job["errors"], urls, strict=True))
     assert hub.log == []
     no_errors_logged(caplog)
+
+
+# -- redirects and page links ---------------------------------------------------------------------
+
+
+Setup = Callable[[FakeHub, str], None]
+
+
+def redirect(prefix: str, status: int = 307) -> Setup:
+    return lambda hub, elsewhere: hub.redirect(prefix, f"{elsewhere}{prefix}", status)
+
+
+def next_page_elsewhere(hub: FakeHub, elsewhere: str) -> None:
+    hub.page_size, hub.next_page_origin = 1, elsewhere
+
+
+OFF_THE_HUB: dict[str, tuple[str, str, Setup]] = {  # what bdn is asked, and how the Hub sends it elsewhere
+    "repo info": ("GET", "/hf/api/models/acme/tiny", redirect("/api/models/acme/tiny", 302)),
+    "revision": ("GET", "/hf/api/models/acme/tiny/revision/main", redirect("/api/models/acme/tiny/revision/")),
+    "tree": ("GET", "/hf/api/models/acme/tiny/tree/main", redirect("/api/models/acme/tiny/tree/")),
+    "tree page": ("GET", "/hf/api/models/acme/tiny/tree/main", next_page_elsewhere),
+    "paths-info": ("POST", "/hf/api/models/acme/tiny/paths-info/main", redirect("/api/models/acme/tiny/paths-info/")),
+    "auth-check": ("GET", "/hf/api/models/acme/secret/auth-check", redirect("/api/models/acme/secret/auth-check")),
+    "resolve": ("GET", "/hf/acme/tiny/resolve/main/config.json", redirect("/acme/tiny/resolve/", 302)),
+}
+
+
+@pytest.mark.parametrize("case", list(OFF_THE_HUB))
+async def test_the_hub_cannot_send_metadata_calls_to_another_host(
+        case: str, node: Bdn, hub: FakeHub, knocks: Knocks, http: aiohttp.ClientSession,
+        caplog: pytest.LogCaptureFixture) -> None:
+    method, target, setup = OFF_THE_HUB[case]
+    setup(hub, f"http://127.0.0.2:{await knocks.start('127.0.0.2')}")
+    headers = {"Authorization": f"Bearer {USER_TOKEN}"}
+    async with http.request(method, node.url + target, headers=headers, data={"paths": "config.json"}) as response:
+        await expect_json_error(response, 502, "upstream_error")
+    assert knocks.count == 0, "bdn never connected to a host the Hub pointed it to"
+    assert hub.log, "the Hub was asked"
+    no_errors_logged(caplog)
+
+
+async def test_the_guard_survives_a_replaced_client_factory(node: Bdn, hub: FakeHub, knocks: Knocks,
+                                                           http: aiohttp.ClientSession) -> None:
+    redirect("/api/models/acme/tiny")(hub, f"http://127.0.0.2:{await knocks.start('127.0.0.2')}")
+    set_client_factory(default_client_factory)  # what any other code in the process may do
+    async with http.get(f"{node.url}/hf/api/models/acme/tiny") as response:
+        await expect_json_error(response, 502, "upstream_error")
+    assert knocks.count == 0
+
+
+@pytest.mark.parametrize("location", ["/api/models/acme/loop", "http://127.0.0.1:99999/x", "http://[::1/x"])
+async def test_a_broken_redirect_is_a_502(location: str, node: Bdn, hub: FakeHub, http: aiohttp.ClientSession,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    hub.redirect("/api/models/acme/loop", location)
+    hub.redirect("/acme/tiny/resolve/", location, 302)
+    for target in ("/hf/api/models/acme/loop", "/hf/acme/tiny/resolve/main/config.json"):
+        async with http.get(node.url + target) as response:
+            assert response.status == 502, await response.text()
+            assert (await response.json())["error"].startswith("upstream_")
+    no_errors_logged(caplog)
+
+
+async def test_a_renamed_repo_still_works(node: Bdn, hub: FakeHub, tmp_path: Path) -> None:
+    """The Hub answers a renamed repo's old URLs with relative 307s to the new name: same origin, followed."""
+    hub.redirect("/api/models/acme/old-name", "/api/models/acme/tiny")
+    hub.redirect("/acme/old-name/", "/acme/tiny/")
+    folder = Path(await asyncio.to_thread(snapshot_download, "acme/old-name", endpoint=f"{node.url}/hf", token=False,
+                                          cache_dir=tmp_path))
+    assert {name: (folder / name).read_bytes() for name in FILES} == FILES
+    assert hub.requests("hub", contains="/old-name/") and hub.requests("hub", contains="/acme/tiny/")
+    assert hub.storage_gets(), "the LFS file came from the storage host"
+
+
+async def test_the_guard_holds_only_bdns_own_calls(start_bdn: StartBdn, hub: FakeHub, knocks: Knocks,
+                                                   tmp_path: Path) -> None:
+    """Two bdn apps on two Hubs in one process work side by side; the process's own client is not restricted."""
+    other = FakeHub()
+    await other.start()
+    try:
+        other.add_repo("acme/tiny", {"w.bin": os.urandom(2 * MiB)})
+        nodes = [await start_bdn({"hf": hub.source()}), await start_bdn({"hf": other.source()}, tmp_path / "other")]
+        files = await asyncio.gather(*(download(nodes[i % 2], "acme/tiny", "w.bin", tmp_path / f"client{i}")
+                                       for i in range(4)))
+        assert files == [FILES["w.bin"], other.file("acme/tiny", "w.bin").data] * 2
+        redirect("/api/models/acme/tiny")(hub, f"http://127.0.0.2:{await knocks.start('127.0.0.2')}")
+        with pytest.raises(httpx2.TransportError):  # the knocking host closed the connection
+            await asyncio.to_thread(HfApi(endpoint=hub.url, token=False).repo_info, "acme/tiny")
+        assert knocks.count >= 1, "the library itself, used outside bdn, still follows redirects"
+    finally:
+        await other.stop()
+
+
+async def test_an_endpoint_with_no_origin_to_hold_calls_to_is_refused(start_bdn: StartBdn) -> None:
+    with pytest.raises(ConfigError, match="not an http"):
+        await start_bdn({"hf": {"type": "hf", "endpoint": "http://hub.internal:99999"}})

@@ -7,6 +7,12 @@ location, following the Hub's redirect to its storage host (only to the Hub's ow
 of `storage_hosts`: a redirect elsewhere is an error, never a request); that signed URL is
 remembered in memory only, refreshed when it expires, and never part of a cache key.
 
+No SSRF through the library either: huggingface_hub's process-wide HTTP client carries a request
+hook that refuses, before connecting, any request of bdn's own calls that would leave the Hub's
+origin (scheme, host and port of `endpoint`), whether a redirect or a page link sends it there.
+Other users of the library in the same process (none in the daemon, the client in tests) are
+not restricted.
+
 Objects are named by commit: a cache path is `{type}s/{repo_id}@{sha}/{filename}`, so every
 object this source serves is immutable. bdn's own token (from `token_env`) is sent to the
 Hub only, never to a storage host on another origin.
@@ -17,21 +23,24 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx2
-from huggingface_hub import HfApi, hf_hub_url
+from huggingface_hub import HfApi, get_session, hf_hub_url, set_client_factory
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.file_download import get_hf_file_metadata
 from huggingface_hub.hf_api import RepoFile, RepoFolder
+from huggingface_hub.utils._http import default_client_factory  # the library's own client, hooks and all
 from huggingface_hub.utils._validators import validate_repo_id
 
 from bdn.bounded import BoundedDict
-from bdn.config import HfSourceConfig, UpstreamConfig
+from bdn.config import ConfigError, HfSourceConfig, UpstreamConfig
 from bdn.errors import BadRequest, Forbidden, HubError, NotFound, UpstreamError, UpstreamUnreachable
 from bdn.objects import ObjectInfo
 from bdn.retry import RETRYABLE_STATUSES, busy
@@ -43,6 +52,10 @@ MAX_LOCATIONS = 100_000  # remembered storage URLs of files
 REPO_TYPES = ("model", "dataset", "space")
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+Origin = tuple[str, str, int]  # scheme, host, port
+_HUB_ORIGIN: ContextVar[Origin | None] = ContextVar("bdn_hub_origin", default=None)  # set during bdn's calls
+_GUARD_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -76,10 +89,55 @@ def check_repo(repo_type: str, repo_id: str) -> None:
         raise hub_error(exc, repo_id) from None
 
 
+def origin(url: str) -> Origin | None:
+    """(scheme, host, port) of an http(s) URL, the port made explicit; None for anything else."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or out of range
+        return None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if scheme not in _DEFAULT_PORTS or not host:
+        return None
+    return scheme, host, port or _DEFAULT_PORTS[scheme]
+
+
+def shown(url: str) -> str:
+    """Where a URL points, for an error detail: its origin, never a path, query or user info."""
+    where = origin(url)
+    return f"{where[0]}://{where[1]}:{where[2]}" if where else "a URL that is not http(s) with a valid host and port"
+
+
+class OffTheHub(Exception):
+    """One of bdn's requests to the Hub was about to go to another origin (a redirect, a page link)."""
+
+
+def _stay_on_the_hub(request: httpx2.Request) -> None:
+    """Request hook of huggingface_hub's client: during bdn's calls, only the Hub's origin is allowed."""
+    hub = _HUB_ORIGIN.get()
+    if hub is not None and origin(str(request.url)) != hub:
+        raise OffTheHub(shown(str(request.url)))
+
+
+def _guarded_client() -> httpx2.Client:
+    client: httpx2.Client = default_client_factory()
+    client.event_hooks["request"].append(_stay_on_the_hub)
+    return client
+
+
+def guard_hub_client() -> None:
+    """Give huggingface_hub's shared client the hook, again if anyone replaced its client factory since."""
+    with _GUARD_LOCK:
+        if _stay_on_the_hub not in get_session().event_hooks["request"]:
+            set_client_factory(_guarded_client)
+
+
 def hub_error(exc: Exception, what: str) -> Exception:
     """The bdn error for a huggingface_hub failure, keeping the Hub's X-Error-Code headers."""
     if isinstance(exc, hf_errors.HFValidationError):
         return BadRequest(f"not a Hub repo id: {exc}")
+    if isinstance(exc, OffTheHub):
+        return UpstreamError(f"the Hub sent {what} to another origin, outside its endpoint: {exc}")
     response = getattr(exc, "response", None)
     if isinstance(exc, hf_errors.HfHubHTTPError) and response is not None:
         status = response.status_code
@@ -112,6 +170,10 @@ class HfSource:
 
     def __init__(self, config: HfSourceConfig, upstream: UpstreamConfig) -> None:
         self.endpoint = config.endpoint
+        hub = origin(config.endpoint)
+        if hub is None:  # bdn's calls must be held to an origin: without one, none could be made safely
+            raise ConfigError(f"hf endpoint {config.endpoint!r}: not an http(s) URL with a valid host and port")
+        self._origin: Origin = hub
         self.auth_ttl = config.auth_ttl
         self._storage_hosts = config.storage_hosts
         token = os.environ.get(config.token_env) if config.token_env else None
@@ -124,13 +186,23 @@ class HfSource:
         # huggingface_hub is synchronous: its calls get threads of their own, so they never wait
         # behind (or starve) other users of the loop's default executor.
         self._threads = ThreadPoolExecutor(max_workers=HUB_THREADS, thread_name_prefix="bdn-hf")
+        guard_hub_client()  # now, before any other user of the library may be mid-request on the old client
 
     async def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._threads, fn)
-        except (hf_errors.HfHubHTTPError, httpx2.TransportError, ValueError, OSError, TimeoutError) as exc:
+            return await asyncio.get_running_loop().run_in_executor(self._threads, self._on_the_hub, fn)
+        except (httpx2.HTTPError, OffTheHub, ValueError, OSError, TimeoutError) as exc:
             # ValueError: HFValidationError, or an answer of the Hub the library could not parse
             raise hub_error(exc, what) from None
+
+    def _on_the_hub(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (in a worker thread) with its requests held to the Hub's origin."""
+        guard_hub_client()
+        reset = _HUB_ORIGIN.set(self._origin)
+        try:
+            return fn()
+        finally:
+            _HUB_ORIGIN.reset(reset)
 
     # -- repo-level metadata, used by the Hub-facing routes ------------------------------------
 
