@@ -1,4 +1,9 @@
-"""Access control: client tokens per source (401, never touching cache or upstream), the admin allow-list, no SSRF."""
+"""Access control: client tokens per source (401, never touching cache or upstream), the admin allow-list, no SSRF.
+
+Tokens are checked for every path a source answers (the GCS JSON API at `/` too), and never reach
+a log line, /metrics or an answer; the admin API and /_peer/ judge the socket's address only (no
+forwarding header counts, an IPv4-mapped IPv6 address is its IPv4 address).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -14,12 +20,14 @@ import aiohttp
 import boto3
 import botocore.exceptions
 import pytest
+from aiohttp import web
 from google.oauth2.credentials import Credentials
 
 from bdn import peers
+from bdn.app import make_app
 from bdn.config import ConfigError, from_mapping
 from bdn.objects import ObjectInfo, ObjectRef
-from tests.conftest import MiB, StartBdn, free_port, sha256
+from tests.conftest import MiB, StartBdn, bdn_config, free_port, sha256
 from tests.hub import FakeHub
 from tests.origin import Origin
 from tests.proxy import CountingProxy
@@ -398,6 +406,61 @@ async def test_forwarding_headers_do_not_open_the_admin_api_or_the_peer_endpoint
             async with stranger.get(f"{node.url}/v1/warm/{job}", headers=spoofed) as response:
                 assert response.status == 403, spoofed
     assert origin.log != []
+
+
+def dual_stack_listener() -> socket.socket:
+    """An IPv6 socket that also accepts IPv4 (IPV6_V6ONLY off), on loopback: IPv4 peers show as ::ffff:a.b.c.d."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::ffff:127.0.0.1", 0))
+        sock.listen(64)
+    except OSError as exc:
+        sock.close()
+        pytest.skip(f"no dual-stack IPv6 loopback on this machine: {exc}")
+    with socket.socket() as probe:
+        probe.connect(("127.0.0.1", sock.getsockname()[1]))
+        accepted, address = sock.accept()
+        accepted.close()
+    assert address[0] == "::ffff:127.0.0.1", address
+    return sock
+
+
+async def test_ipv4_mapped_client_addresses_count_as_their_ipv4_address(
+        origin: Origin, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """Behind a dual-stack listener `request.remote` is `::ffff:127.0.0.1` for 127.0.0.1: admin.allow
+    and the peer list name 127.0.0.1, and must admit it (and still refuse ::ffff:127.0.0.2).
+
+    bdn's own `listen: "[::]:PORT"` socket is IPv6-only (asyncio sets IPV6_V6ONLY), so the app is
+    handed a dual-stack socket here, as a `bindv6only=0` or socket-activated listener would be.
+    """
+    data = os.urandom(MiB + 3)
+    origin.put("x.bin", data)
+    sock = dual_stack_listener()
+    port = sock.getsockname()[1]
+    raw = bdn_config(tmp_path / "cache", {"web": {"type": "http", "base_url": origin.url}})
+    raw.update(admin={"allow": ["127.0.0.1/32"]},
+               peers={"static": [f"http://127.0.0.1:{port}"], "self": f"127.0.0.1:{port}"})
+    runner = web.AppRunner(make_app(from_mapping(raw)), access_log=None)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock).start()
+        url = f"http://127.0.0.1:{port}"
+        asked = {peers.OBJECT_HEADER: peers.encode_object(ObjectRef("web", "x.bin"),
+                                                          ObjectInfo(size=len(data), etag=origin.etag("x.bin")))}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as stranger:
+            async with stranger.post(f"{url}/v1/warm", json={"urls": ["web://x.bin"]}) as response:
+                assert response.status == 403, "::ffff:127.0.0.2 is not 127.0.0.1"
+            async with stranger.get(f"{url}/_peer/web", headers=asked) as response:
+                assert response.status == 403, "::ffff:127.0.0.2 is not a peer"
+        assert origin.log == []
+        async with http.get(f"{url}/_peer/web", headers=asked) as response:
+            assert response.status == 200, "::ffff:127.0.0.1 is the peer 127.0.0.1"
+            assert sha256(await response.read()) == sha256(data)
+        async with http.post(f"{url}/v1/warm", json={"urls": ["web://x.bin"]}) as response:
+            assert response.status == 202, "::ffff:127.0.0.1 is in admin.allow 127.0.0.1/32"
+    finally:
+        await runner.cleanup()
 
 
 async def test_the_hub_cannot_send_bdn_to_another_host(start_bdn: StartBdn, http: aiohttp.ClientSession) -> None:
