@@ -19,8 +19,9 @@ from huggingface_hub import HfApi, hf_hub_download, set_client_factory, snapshot
 from huggingface_hub.utils._http import default_client_factory
 
 from bdn.config import ConfigError
+from bdn.sources.hf import may_read_from
 from tests.conftest import Bdn, MiB, StartBdn
-from tests.hub import FakeHub
+from tests.hub import HOST, FakeHub
 from tests.test_http_source import expect_json_error
 
 BDN_TOKEN = "hf_bdn_node_token"
@@ -65,6 +66,7 @@ async def hub() -> AsyncIterator[FakeHub]:
     server = FakeHub()
     await server.start()
     server.add_repo("acme/tiny", FILES)
+    server.add_repo("acme/copy", FILES)
     server.add_repo("acme/secret", FILES, private=True, tokens=(BDN_TOKEN, USER_TOKEN))
     for repo_id in ODD_IDS:
         server.add_repo(repo_id, FILES)
@@ -219,6 +221,42 @@ async def test_the_guard_holds_only_bdns_own_calls(start_bdn: StartBdn, hub: Fak
         await other.stop()
 
 
+# -- the Hub's own origin is scheme, host and port -------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["http://localhost:{port}", "https://localhost:{port}"])
+async def test_the_hubs_host_on_another_port_is_not_the_hub(where: str, start_bdn: StartBdn, hub: FakeHub,
+                                                            knocks: Knocks, http: aiohttp.ClientSession,
+                                                            tmp_path: Path) -> None:
+    node = await start_bdn({"hf": {**hub.source(), "endpoint": f"http://localhost:{hub.port}"}})
+    assert await download(node, "acme/tiny", "w.bin", tmp_path) == FILES["w.bin"]  # storage on 127.0.0.1: allowed
+    hub.storage_url = where.format(port=await knocks.start(HOST))  # e.g. a Redis beside the Hub
+    async with http.get(f"{node.url}/hf/acme/copy/resolve/main/w.bin") as response:
+        doc = await expect_json_error(response, 502, "upstream_error")
+    assert doc["detail"].endswith(f"outside its own origin and storage_hosts: {hub.storage_url}")
+    assert knocks.count == 0
+
+
 async def test_an_endpoint_with_no_origin_to_hold_calls_to_is_refused(start_bdn: StartBdn) -> None:
     with pytest.raises(ConfigError, match="not an http"):
         await start_bdn({"hf": {"type": "hf", "endpoint": "http://hub.internal:99999"}})
+
+
+@pytest.mark.parametrize(("location", "endpoint", "allowed"), [
+    ("https://huggingface.co/acme/tiny/resolve/main/x", "https://huggingface.co", True),
+    ("https://HuggingFace.co:443/x", "https://huggingface.co", True),
+    ("http://huggingface.co/x", "https://huggingface.co", False),
+    ("https://huggingface.co:6379/x", "https://huggingface.co", False),
+    ("https://cdn-lfs.hf.co/repos/x?sig=1", "https://huggingface.co", True),
+    ("https://cdn-lfs.hf.co:8443/x", "https://huggingface.co", True),  # storage hosts are host names, any port
+    ("http://cdn-lfs.hf.co/x", "https://huggingface.co", False),  # no plain http from an https Hub
+    ("http://cdn-lfs.hf.co/x", "http://mirror.internal", True),
+    ("https://hf.co.evil.example/x", "https://huggingface.co", False),
+    ("https://huggingface.co@evil.example/x", "https://huggingface.co", False),
+    ("https://huggingface.co:99999/x", "https://huggingface.co", False),
+    ("ftp://cdn-lfs.hf.co/x", "https://huggingface.co", False),
+    ("//cdn-lfs.hf.co/x", "https://huggingface.co", False),
+])
+def test_where_file_reads_may_go(location: str, endpoint: str, allowed: bool) -> None:
+    assert may_read_from(location, endpoint, ("*.hf.co",)) is allowed
+

@@ -3,7 +3,7 @@
 huggingface_hub does what it is made for: revision resolution, repo and file metadata (size,
 LFS sha256, commit), URL building, token handling and the Hub's error types, each call run in
 a worker thread (the library is synchronous). Bytes are read with Range from the file's
-location, following the Hub's redirect to its storage host (only to the Hub's own host or one
+location, following the Hub's redirect to its storage host (only to the Hub's own origin or one
 of `storage_hosts`: a redirect elsewhere is an error, never a request); that signed URL is
 remembered in memory only, refreshed when it expires, and never part of a cache key.
 
@@ -106,6 +106,22 @@ def shown(url: str) -> str:
     """Where a URL points, for an error detail: its origin, never a path, query or user info."""
     where = origin(url)
     return f"{where[0]}://{where[1]}:{where[2]}" if where else "a URL that is not http(s) with a valid host and port"
+
+
+def may_read_from(location: str, endpoint: str, storage_hosts: tuple[str, ...]) -> bool:
+    """Whether bdn may read a file at `location`: the Hub's own origin, or one of `storage_hosts` (no SSRF).
+
+    Storage hosts are host names (any port), reached over https, or also over http when the
+    endpoint itself is http.
+    """
+    where, hub = origin(location), origin(endpoint)
+    if where is None or hub is None:
+        return False
+    if where == hub:
+        return True
+    scheme, host, _ = where
+    return (scheme == "https" or hub[0] == "http") and any(
+        host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:])) for pattern in storage_hosts)
 
 
 class OffTheHub(Exception):
@@ -248,24 +264,14 @@ class HfSource:
                        endpoint=self.endpoint), token=self._token, endpoint=self.endpoint))
         if meta.size is None or not meta.etag:
             raise UpstreamError(f"the Hub gave no size or ETag for {file.repo_id}/{file.filename}")
-        if not self._may_read_from(meta.location):
-            raise UpstreamError(f"the Hub sent {file.repo_id}/{file.filename} to a host outside storage_hosts: "
-                                f"{urlsplit(meta.location).hostname}")
+        if not may_read_from(meta.location, self.endpoint, self._storage_hosts):
+            raise UpstreamError(f"the Hub sent {file.repo_id}/{file.filename} outside its own origin and "
+                                f"storage_hosts: {shown(meta.location)}")
         self._locations[path] = meta.location
         digest = f"sha256:{meta.etag}" if _SHA256.match(meta.etag) else None
         if digest is None and re.fullmatch(r"[0-9a-f]{40}", meta.etag):
             digest = f"git-sha1:{meta.etag}"
         return ObjectInfo(size=meta.size, etag=f'"{meta.etag}"', digest=digest), meta.location
-
-    def _may_read_from(self, url: str) -> bool:
-        """Whether a file location is the Hub's own host or one of `storage_hosts` (no SSRF by redirect)."""
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        if parts.scheme not in ("http", "https") or not host:
-            return False
-        return host == urlsplit(self.endpoint).hostname or any(
-            host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:]))
-            for pattern in self._storage_hosts)
 
     async def read(self, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
         location = self._locations.get(path) or await self._locate(path)
@@ -279,7 +285,7 @@ class HfSource:
 
     def _get(self, location: str, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
         headers = {}
-        if self._token and _same_origin(location, self.endpoint):
+        if self._token and origin(location) == self._origin:
             headers["Authorization"] = f"Bearer {self._token}"
         return checked_range_get(self._client(), location, headers, start, end, info.size, path)
 
@@ -292,8 +298,3 @@ class HfSource:
         if self._session is not None:
             await self._session.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
-
-
-def _same_origin(url: str, other: str) -> bool:
-    a, b = urlsplit(url), urlsplit(other)
-    return (a.scheme, a.netloc) == (b.scheme, b.netloc)
