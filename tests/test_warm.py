@@ -54,7 +54,7 @@ async def test_repo_warm_and_the_cli(start_bdn: StartBdn, http: aiohttp.ClientSe
     try:
         files = {"config.json": b"{}", "model.safetensors": os.urandom(2 * MiB + 1)}
         hub.add_repo("acme/tiny", files)
-        node = await start_bdn({"hf": {"type": "hf", "endpoint": hub.url}})
+        node = await start_bdn({"hf": hub.source()})
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bdn", "warm", "hf://acme/tiny@main", "--node", node.url, cwd=ROOT,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
