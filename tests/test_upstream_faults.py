@@ -1,15 +1,18 @@
 """Faults between bdn and its upstreams, injected by a TCP proxy: resets, stalls, 429/5xx, changed objects.
 
 Each source kind (http origin, S3 on moto, GCS on fake-gcs-server) is reached through
-`tests/faultproxy.py`. A transient fault is survived (the fill resumes from its last byte, a
-busy answer is retried after its Retry-After) and the client gets the right bytes; a
-persistent one ends as a JSON 502/503 or an aborted connection, never a short body that
-looks complete, and never leaves a partial or mixed chunk in the cache.
+`tests/faultproxy.py`. A transient fault is survived (the fill resumes from its last byte; a
+busy answer, to the metadata request or to any chunk's read, is retried after its
+Retry-After) and the client gets the right bytes; a persistent one ends as a JSON 502/503 or
+an aborted connection, never a short body that looks complete, and never leaves a partial or
+mixed chunk in the cache. The retry policy's waits themselves (jitter, cap, Retry-After) are
+checked directly at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import os
 import time
 import uuid
@@ -22,8 +25,10 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
+from bdn.errors import NotFound, UpstreamBusy, UpstreamUnreachable
+from bdn.retry import RetryPolicy, parse_retry_after
 from tests.conftest import Bdn, MiB, StartBdn, sha256
-from tests.faultproxy import FaultProxy, Mode
+from tests.faultproxy import FaultProxy, Mode, Request
 from tests.hub import FakeHub
 from tests.origin import Origin
 from tests.test_gcs import Gcs
@@ -38,6 +43,7 @@ KINDS = ["http", "s3", "gcs"]
 class Upstream:
     """One upstream behind a fault proxy: how bdn names it, and how a test stores an object in it."""
 
+    kind: str
     proxy: FaultProxy
     sources: dict[str, Any]
     prefix: str  # the path under bdn for object `name` is prefix + name
@@ -74,7 +80,7 @@ async def upstream(request: pytest.FixtureRequest, origin: Origin,
         "s3": {"up": {"type": "s3", "endpoint_url": proxy.url, "region": "us-east-1"}},
         "gcs": {"up": {"type": "gcs", "endpoint_url": proxy.url, "token": "anon", "project": "test"}},
     }[kind]
-    yield Upstream(proxy, sources, prefix, put)
+    yield Upstream(kind, proxy, sources, prefix, put)
     await proxy.stop()
 
 
@@ -190,6 +196,66 @@ async def test_persistently_busy_upstream_is_a_json_error(start_bdn: StartBdn, u
     assert await metric(node, http, "bdn_upstream_retries_total") == 3
 
 
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_busy_answer_to_a_later_chunk_is_retried_after_its_retry_after(
+        start_bdn: StartBdn, upstream: Upstream, http: aiohttp.ClientSession, status: int) -> None:
+    """The metadata and chunk 0 come back fine; chunk 1's read is answered `status` with Retry-After: 1
+    once, so it is the fill (not the metadata request) that waits and resumes."""
+    data = await stored(upstream, "later.bin")
+    node = await start_bdn(upstream.sources)
+    proxy = upstream.proxy
+    reads_of_chunk_1: list[float] = []
+
+    async def note(request: Request) -> None:
+        if request.range_start == CHUNK:
+            reads_of_chunk_1.append(time.monotonic())
+
+    proxy.mode, proxy.status, proxy.retry_after = "status", status, "1"
+    proxy.range_start, proxy.faults, proxy.on_request = CHUNK, 1, note
+    async with http.get(f"{node.url}/{upstream.prefix}later.bin") as response:
+        assert response.status == 200
+        assert sha256(await response.read()) == sha256(data)
+    assert proxy.faulted == 1
+    assert len(reads_of_chunk_1) == 2, "chunk 1 was asked for twice: the busy answer and its retry"
+    assert reads_of_chunk_1[1] - reads_of_chunk_1[0] >= 1.0, "the fill waited out Retry-After: 1"
+    assert await metric(node, http, "bdn_upstream_retries_total") == 1
+
+
+@pytest.mark.parametrize("where", ["before the first byte", "mid-body"])
+async def test_a_persistently_busy_later_chunk_is_a_503_or_an_abort(
+        start_bdn: StartBdn, upstream: Upstream, http: aiohttp.ClientSession, tmp_path: Path, where: str) -> None:
+    """Every read of chunk 1 is answered 503 (Retry-After: 1) while the metadata request and the other
+    chunks succeed: a client asking from chunk 1 on hears a JSON 503 passing the Retry-After on; one
+    already receiving chunk 0 sees its connection aborted. Chunk 1 is never cached."""
+    data = await stored(upstream, "stuck.bin")
+    node = await start_bdn(upstream.sources, upstream={"retries": 1})
+    proxy = upstream.proxy
+    proxy.mode, proxy.status, proxy.retry_after, proxy.range_start = "status", 503, "1", CHUNK
+    url = f"{node.url}/{upstream.prefix}stuck.bin"
+    began = time.monotonic()
+    if where == "mid-body":
+        assert await read_outcome(http, url, SIZE) == "aborted"
+    else:
+        async with http.get(url, headers={"Range": f"bytes={CHUNK}-"}) as response:
+            await expect_json_error(response, 503, "upstream_busy")
+            assert response.headers["Retry-After"] == "1"
+    assert time.monotonic() - began >= 1.0, "the one retry waited out Retry-After: 1 before giving up"
+    # Two reads of chunk 1 by its fill (the first try, one retry), and for http and s3 on a cold ranged
+    # miss the speculative read of the same chunk alongside the metadata request (dropped, not retried).
+    speculated = int(where != "mid-body" and upstream.kind != "gcs")
+    assert proxy.faulted == 2 + speculated
+    assert await metric(node, http, "bdn_upstream_retries_total") == 1
+    await settle(tmp_path / "cache")
+    chunks = [data[i:i + CHUNK] for i in range(0, SIZE, CHUNK)]
+    cached = [path.read_bytes() for path in chunk_files(tmp_path / "cache")]
+    assert chunks[1] not in cached, "the chunk that never came is not cached"
+    assert all(piece in chunks for piece in cached), "every cached chunk is whole"
+    proxy.mode = "pass"
+    async with http.get(url) as response:
+        assert response.status == 200
+        assert sha256(await response.read()) == sha256(data)
+
+
 async def test_retry_after_beyond_the_cap_answers_503_at_once(start_bdn: StartBdn, upstream: Upstream,
                                                              http: aiohttp.ClientSession) -> None:
     await stored(upstream, "later.bin")
@@ -242,7 +308,7 @@ async def test_a_busy_hub_or_storage_host_is_retried(start_bdn: StartBdn, http: 
         data = os.urandom(2 * MiB)
         hub.add_repo("acme/tiny", {"model.safetensors": data})
         hub.add_repo("acme/more", {"model.safetensors": os.urandom(2 * MiB)})
-        node = await start_bdn({"hf": {"type": "hf", "endpoint": hub.url}}, upstream={"retry_backoff": "400ms"})
+        node = await start_bdn({"hf": hub.source()}, upstream={"retry_backoff": "400ms"})
         setattr(hub, "down" if side == "hub" else "storage_down", True)
         asyncio.get_running_loop().call_later(0.2, setattr, hub, "down" if side == "hub" else "storage_down", False)
         async with http.get(f"{node.url}/hf/acme/tiny/resolve/main/model.safetensors") as response:
@@ -254,3 +320,73 @@ async def test_a_busy_hub_or_storage_host_is_retried(start_bdn: StartBdn, http: 
             await expect_json_error(response, 503, "upstream_busy")
     finally:
         await hub.stop()
+
+
+def test_retry_waits_double_with_jitter_down_to_half_and_stop_at_the_cap() -> None:
+    policy = RetryPolicy(attempts=5, backoff=0.1, max_wait=0.5)
+    error = UpstreamUnreachable("reset")
+    for attempt, base in ((1, 0.1), (2, 0.2), (3, 0.4)):
+        waits = [policy.wait(attempt, error) for _ in range(200)]
+        assert all(wait is not None and base / 2 <= wait <= base for wait in waits), (attempt, waits)
+        assert len(set(waits)) > 1, "the wait is jittered"
+    waits = [policy.wait(4, error) for _ in range(200)]
+    assert all(wait is not None and 0.4 <= wait <= 0.5 for wait in waits), "0.8 s jittered, capped at max_wait"
+    assert {policy.wait(5, error) for _ in range(50)} == {0.5}, "1.6 s jittered is at least 0.8: the cap"
+    assert policy.wait(6, error) is None, "no retry beyond `attempts`"
+    assert policy.retries == 4 * 200 + 50
+
+
+def test_retry_after_is_honoured_in_seconds_and_as_an_http_date() -> None:
+    policy = RetryPolicy(attempts=3, backoff=0.01, max_wait=60)
+    assert parse_retry_after("7") == 7.0
+    assert policy.wait(1, UpstreamBusy("busy", status=429, retry_after=parse_retry_after("7"))) == 7.0
+    in_30s = email.utils.formatdate(time.time() + 30, usegmt=True)
+    seconds = parse_retry_after(in_30s)
+    assert seconds is not None and 28 <= seconds <= 30, seconds
+    wait = policy.wait(2, UpstreamBusy("busy", status=503, retry_after=seconds))
+    assert wait == seconds, "a Retry-After longer than the backoff is the wait"
+    assert parse_retry_after(email.utils.formatdate(time.time() - 3600, usegmt=True)) == 0.0, "a past date: now"
+    assert policy.wait(1, UpstreamBusy("busy", status=503, retry_after=0.0)) is not None
+    for bad in (None, "", "soon", "-1", "1.5", "Wed, 01 Jan 2025 00:00:00"):
+        assert parse_retry_after(bad) is None, bad
+
+
+def test_a_retry_after_beyond_max_wait_ends_the_retries() -> None:
+    policy = RetryPolicy(attempts=3, backoff=0.01, max_wait=10)
+    assert policy.wait(1, UpstreamBusy("busy", status=503, retry_after=10.0)) == 10.0, "up to the cap it is waited"
+    assert policy.wait(1, UpstreamBusy("busy", status=503, retry_after=parse_retry_after("11"))) is None
+    in_an_hour = email.utils.formatdate(time.time() + 3600, usegmt=True)
+    assert policy.wait(1, UpstreamBusy("busy", status=429, retry_after=parse_retry_after(in_an_hour))) is None
+    assert policy.retries == 1, "a retry given up is not counted"
+
+
+async def test_retry_policy_call_retries_only_what_is_worth_retrying() -> None:
+    policy = RetryPolicy(attempts=2, backoff=0.001, max_wait=1)
+    calls: list[int] = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise UpstreamBusy("busy", status=503)
+        return "ok"
+
+    assert await policy.call("flaky", flaky) == "ok"
+    assert len(calls) == 3 and policy.retries == 2
+
+    async def gone() -> str:
+        calls.append(1)
+        raise NotFound("gone")
+
+    calls.clear()
+    with pytest.raises(NotFound):
+        await policy.call("gone", gone)
+    assert len(calls) == 1, "a 404 is never retried"
+
+    async def down() -> str:
+        calls.append(1)
+        raise UpstreamUnreachable("refused")
+
+    calls.clear()
+    with pytest.raises(UpstreamUnreachable):
+        await policy.call("down", down)
+    assert len(calls) == 3, "the first try and `attempts` retries, then the error"
