@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -271,7 +272,13 @@ def _positive(key: str, value: int) -> int:
 
 def _url(key: str, value: object) -> str:
     text = _string(key, value)
-    if not re.match(r"^https?://[^/\s]+", text):
+    try:
+        parts = urlsplit(text)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and not re.search(r"\s", text)
+        _ = parts.port  # raises ValueError for a port that is not one
+    except ValueError:
+        valid = False
+    if not valid:
         raise ConfigError(f"{key}: expected an http:// or https:// URL, got {value!r}")
     return text.rstrip("/")
 

@@ -23,7 +23,7 @@ from bdn.config import Config
 from bdn.errors import BadRequest, BdnError, NotFound
 from bdn.objects import ObjectRef, chunk_name
 from bdn.sources.gcs import GcsSource
-from bdn.sources.hf import HfSource, HubFile
+from bdn.sources.hf import HfSource, HubFile, check_repo
 from bdn.sources.s3 import S3Source
 from bdn.state import CACHE_KEY, CONFIG_KEY
 
@@ -151,6 +151,7 @@ async def _hub_files(source: HfSource, rest: str) -> list[HubFile]:
     else:
         name, _, revision = parts[at].partition("@")
         repo_id, path = "/".join([*parts[:at], name]), "/".join(parts[at + 1:])
+    check_repo(repo_type, repo_id)
     sha = str((await source.repo_info(repo_type, repo_id, revision or None))["sha"])
     entries = await source.tree(repo_type, repo_id, sha, None, recursive=True)
     return [HubFile(repo_type, repo_id, sha, entry["path"]) for entry in entries
