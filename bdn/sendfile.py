@@ -8,7 +8,9 @@ copies payload into user space. Before the first byte it makes sure the transpor
 buffer (the response headers) is flushed, so bytes go out in order.
 
 The fallback, used when sendfile is switched off (`cache.sendfile: false`) or the socket
-refuses it, reads pieces in a thread and writes them through the transport.
+refuses it, reads pieces in a thread and writes them through the transport. Bytes held in
+memory (the RAM tier) are written to the same duplicate socket fd straight from their buffer,
+which is asked for afresh before each write, so nothing refers to it while the client lags.
 
 Payload waits on the client are bounded: a client that accepts no byte for `send_timeout`
 (a stalled reader) is cut, while a slow one that keeps taking bytes is served at its pace.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -66,24 +68,53 @@ class Sender:
         finally:
             self._transport.set_write_buffer_limits(high=high)
 
-    async def write(self, data: bytes) -> None:
-        """Send bytes held in memory (the RAM tier) through the transport."""
-        await self._client(self._writer.write(data))
-        self.sent += len(data)
+    async def send_memory(self, view_of: Callable[[int, int], memoryview | None], start: int, end: int) -> int:
+        """Send bytes [start, end) of a buffer straight to the socket; returns where it stopped.
 
-    async def _sendfile(self, fd: int, offset: int, count: int) -> None:
+        `view_of(a, b)` gives a view of bytes [a, b) afresh before each write, or None once the
+        buffer is gone (then this stops there). No view is held while the client is waited on, so
+        the buffer can be freed meanwhile: a RAM chunk the tier evicts is not kept alive by a slow
+        client, and no byte is copied in user space.
+        """
+        sock_fd = await self._socket_fd()
+        position = start
+        while position < end:
+            view = view_of(position, end)
+            if view is None:
+                break
+            wanted = len(view)
+            try:
+                done = os.write(sock_fd, view)
+            except BlockingIOError:
+                done = 0
+            except OSError as exc:
+                raise ConnectionResetError(f"client connection lost: {exc.strerror}") from None
+            finally:
+                view.release()
+            position += done
+            self.sent += done
+            if done < wanted:
+                await self._client(self._writable())
+        return position
+
+    async def _socket_fd(self) -> int:
+        """The duplicate of the client socket's fd, once the transport's own buffer (headers) has gone out."""
         if self._transport.is_closing():
             raise ConnectionResetError("client connection closed")
-        await self._flush_transport()  # headers, or RAM bytes written before, go out first
+        await self._flush_transport()  # headers go out first
         if self._sock_fd is None:
             sock = self._transport.get_extra_info("socket")
             if sock is None:
                 raise ConnectionResetError("client connection closed")
             self._sock_fd = os.dup(sock.fileno())
+        return self._sock_fd
+
+    async def _sendfile(self, fd: int, offset: int, count: int) -> None:
+        sock_fd = await self._socket_fd()
         end = offset + count
         while offset < end:
             try:
-                done = os.sendfile(self._sock_fd, fd, offset, end - offset)
+                done = os.sendfile(sock_fd, fd, offset, end - offset)
             except BlockingIOError:
                 await self._client(self._writable())
                 continue

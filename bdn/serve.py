@@ -36,7 +36,6 @@ from bdn.state import CACHE_KEY, CONFIG_KEY
 log = logging.getLogger("bdn.serve")
 SMALL_BODY = 64 * 1024  # bodies up to this size, when in RAM, are answered in one piece
 RAM_PART = 1 << 20  # parts of a chunk up to this size are sent from RAM, larger ones by sendfile
-RAM_PIECE = 256 * 1024  # bytes copied out of a RAM chunk per write: all a response holds of the tier
 FOLLOW_BATCH = 1 << 20  # bytes a reader following a fill waits for between sends (after its first)
 
 
@@ -248,24 +247,22 @@ async def _send_filled(cache: ObjectCache, version: Version, index: int, chunk: 
 
 async def _send_from_ram(cache: ObjectCache, version: Version, index: int, sender: Sender, low: int,
                          high: int) -> None:
-    """Bytes [low, high) of a chunk in the RAM tier, copied out a piece at a time.
+    """Bytes [low, high) of a chunk in the RAM tier, written from it to the socket without a copy.
 
-    A response holds no reference to the chunk while it waits on its client, so a chunk the tier
-    evicts is freed at once, whatever the clients still sending from it: RAM stays within
-    `ram_bytes` plus one piece per response. Once the chunk has left RAM, the rest of the part
-    comes from disk, or from a new fill.
+    The chunk is looked up again before each write and no reference to it is held while the
+    client is waited on, so a chunk the tier evicts is freed at once, whatever the clients still
+    sending from it: RAM stays within `ram_bytes`. Once the chunk has left RAM, the rest of the
+    part comes from disk, or from a new fill.
     """
     name = chunk_name(version.id, index)
-    position = low
-    while position < high:
+
+    def view_of(start: int, end: int) -> memoryview | None:
         data = cache.ram.get(name)
-        if data is None:
-            await _send_filled(cache, version, index, cache.open_chunk(version, index), sender, position, high)
-            return
-        piece = data[position:min(position + RAM_PIECE, high)]
-        del data
-        await sender.write(piece)
-        position += len(piece)
+        return None if data is None else memoryview(data)[start:end]
+
+    position = await sender.send_memory(view_of, low, high)
+    if position < high:
+        await _send_filled(cache, version, index, cache.open_chunk(version, index), sender, position, high)
 
 
 async def _send_chunk(fd: int, fill: ChunkFill | None, sender: Sender, low: int, high: int) -> None:
