@@ -238,7 +238,7 @@ async def test_the_hubs_host_on_another_port_is_not_the_hub(where: str, start_bd
 
 
 async def test_an_endpoint_with_no_origin_to_hold_calls_to_is_refused(start_bdn: StartBdn) -> None:
-    with pytest.raises(ConfigError, match="sources.hf.endpoint: expected an http"):
+    with pytest.raises(ConfigError, match=r"sources\.hf\.endpoint: expected an http"):
         await start_bdn({"hf": {"type": "hf", "endpoint": "http://hub.internal:99999"}})
 
 
