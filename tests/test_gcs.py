@@ -7,9 +7,9 @@ answers itself, an upstream 400 stays a 400, and no upstream redirect is ever fo
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,7 +26,6 @@ from tests.proxy import CountingProxy
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 import gcsfs
 
-_BUCKETS = itertools.count()
 NAMES = ["plain.bin", "dir/sub/deep.bin", "with space.bin", "ünïcødé/模型.bin", "a+b=c&d.bin"]
 
 
@@ -36,7 +35,7 @@ class Gcs:
     def __init__(self, url: str, http: aiohttp.ClientSession) -> None:
         self.url = url
         self.http = http
-        self.bucket = f"bkt{os.getpid()}-{next(_BUCKETS)}"
+        self.bucket = f"bkt-{uuid.uuid4().hex[:20]}"  # unique whatever imports this module, and how often
 
     async def create(self) -> None:
         async with self.http.post(f"{self.url}/storage/v1/b", json={"name": self.bucket}) as response:
