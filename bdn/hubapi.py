@@ -21,15 +21,16 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from bdn.bounded import BoundedDict
 from bdn.cache import ObjectCache
-from bdn.errors import HubError, NotFound
+from bdn.errors import BadRequest, HubError, NotFound
 from bdn.flight import SingleFlight
 from bdn.metadata import Json
-from bdn.objects import ObjectRef
+from bdn.objects import ObjectRef, has_utf8
 from bdn.paths import segments
 from bdn.serve import respond
 from bdn.sources.hf import COMMIT_SHA, HfSource, HubFile, check_repo
@@ -199,8 +200,32 @@ async def _api(request: web.Request, front: HubFront, parts: list[str]) -> web.S
 
 async def _paths_info(request: web.Request, front: HubFront, repo_type: str, repo_id: str,
                       revision: str) -> web.Response:
-    form = await request.post()
-    paths = [str(value) for value in form.getall("paths", [])]
+    paths = await _requested_paths(request)
     sha = await front.commit(request, repo_type, repo_id, revision)
     entries: list[Any] = await front.source.paths_info(repo_type, repo_id, sha, paths)
     return web.json_response(entries)
+
+
+async def _requested_paths(request: web.Request) -> list[str]:
+    """The `paths` of a paths-info body: a form, as huggingface_hub sends, or `{"paths": [...]}`; else a 400.
+
+    Parsed here rather than by `request.post()`, which fails with a 500 on a bad multipart or
+    non-UTF-8 body and writes multipart file parts to temporary files outside the cache dir.
+    """
+    body = await request.read()  # at most the app's client_max_size: a 413 beyond
+    if request.content_type == "application/x-www-form-urlencoded":
+        try:  # percent-escapes are UTF-8 whatever the charset parameter says; the body itself is ASCII
+            fields = parse_qsl(body.decode("ascii"), keep_blank_values=True, encoding="utf-8", errors="strict")
+        except UnicodeError:
+            raise BadRequest("paths-info: the form is not ASCII with UTF-8 percent-escapes") from None
+        return [value for name, value in fields if name == "paths"]
+    if request.content_type == "application/json":
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            raise BadRequest("paths-info: the body is not JSON") from None
+        paths = payload.get("paths") if isinstance(payload, dict) else None
+        if isinstance(paths, list) and all(isinstance(path, str) and has_utf8(path) for path in paths):
+            return paths
+        raise BadRequest('paths-info: a JSON body is {"paths": ["file or folder", ...]}')
+    raise BadRequest("paths-info takes an application/x-www-form-urlencoded (or JSON) body")

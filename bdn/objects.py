@@ -47,6 +47,15 @@ class ObjectInfo:
         return cls(**data)
 
 
+def has_utf8(text: str) -> bool:
+    """Whether `text` has a UTF-8 form (lone surrogates, as a JSON `\\udcff` escape gives, have none)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def split_bucket_key(path: str) -> tuple[str, str]:
     """`bucket/key/with/slashes` → ("bucket", "key/with/slashes"); both parts must be there."""
     bucket, _, key = path.partition("/")
