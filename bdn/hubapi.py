@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,6 +41,7 @@ MAX_GRANTS = 100_000  # remembered (token, repo) access answers
 _API_ACTIONS = frozenset({"revision", "tree", "paths-info", "auth-check"})
 _TYPE_PREFIXES = {"datasets": "dataset", "spaces": "space"}
 _API_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token: Hub tokens are ASCII
 
 
 def _entry_not_found(what: str) -> HubError:
@@ -73,6 +75,8 @@ class HubFront:
             return
         header = request.headers.get("Authorization", "")
         token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if token and not _BEARER_TOKEN.fullmatch(token):  # the Hub's client would fail to send it: no 5xx here
+            raise BadRequest("the Authorization header's bearer token is not an RFC 6750 token")
         grant = (hashlib.sha256(token.encode()).hexdigest(), repo_type, repo_id)
         known = self._grants.get(grant)
         if known is None or time.monotonic() - known[0] > self.source.auth_ttl:
