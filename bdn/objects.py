@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -45,6 +46,30 @@ class ObjectInfo:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ObjectInfo:
         return cls(**data)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_SIZE = 2**63 - 1
+
+
+def checked_info(info: ObjectInfo) -> ObjectInfo:
+    """`info` if it is one a source could have reported (it came from another node); BadRequest otherwise.
+
+    Fields of their declared types, a size from 0 to 2**63 - 1, and strings (which become response
+    headers and upstream request values) with a UTF-8 form and no control characters.
+    """
+    if type(info.size) is not int or not 0 <= info.size <= MAX_SIZE:
+        raise BadRequest("object info: size must be a whole number of bytes")
+    texts = {"etag": info.etag, "last_modified": info.last_modified, "version_id": info.version_id,
+             "content_type": info.content_type, "digest": info.digest}
+    for name, value in texts.items():
+        if value is None and name != "etag":
+            continue
+        if not isinstance(value, str) or _CONTROL.search(value) or not has_utf8(value):
+            raise BadRequest(f"object info: {name} must be text without control characters")
+    if info.attributes is not None and not isinstance(info.attributes, dict):
+        raise BadRequest("object info: attributes must be an object")
+    return info
 
 
 def has_utf8(text: str) -> bool:

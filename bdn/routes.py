@@ -16,8 +16,8 @@ from bdn.access import admin_only, check_client
 from bdn.config import HfSourceConfig
 from bdn.drain import DRAIN_KEY
 from bdn.errors import BadRequest, Forbidden, NotFound
-from bdn.objects import ObjectRef
-from bdn.paths import object_key, split_target
+from bdn.objects import ObjectInfo, ObjectRef, checked_info, has_utf8
+from bdn.paths import checked_key, object_key, split_target
 from bdn.requestlog import record_of
 from bdn.serve import respond
 from bdn.state import CACHE_KEY, CONFIG_KEY
@@ -76,10 +76,7 @@ async def peer_chunk(request: web.Request) -> web.StreamResponse:
     cache = request.app[CACHE_KEY]
     if cache.peers is None or not cache.peers.is_peer_address(request.remote):
         raise Forbidden("/_peer/ answers configured peers only")
-    try:
-        ref, info = peers.decode_object(request.headers.get(peers.OBJECT_HEADER, ""))
-    except (ValueError, KeyError, TypeError):
-        raise BadRequest(f"a peer request needs a valid {peers.OBJECT_HEADER} header") from None
+    ref, info = _peer_object(request.headers.get(peers.OBJECT_HEADER, ""))
     if ref.source != request.match_info["source"] or ref.source not in cache.sources:
         raise NotFound(f"no source named {ref.source!r}")
     # The asker checks whole-object digests itself; this node serves bytes and never forwards them.
@@ -88,6 +85,22 @@ async def peer_chunk(request: web.Request) -> web.StreamResponse:
     response = await respond(request, version, {peers.VERSION_HEADER: version.id})
     cache.peers.bytes_out[request.remote or ""] += record_of(request).bytes or 0
     return response
+
+
+def _peer_object(header: str) -> tuple[ObjectRef, ObjectInfo]:
+    """The object and version an `X-Bdn-Object` header names, checked as a client's path and a source's info.
+
+    A peer is trusted to name versions, not to send bdn's upstream requests and answers anything:
+    a path with `..` or a NUL, a size that is no number, or a header value with CR LF is a 400.
+    """
+    try:
+        ref, info = peers.decode_object(header)
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: nested deeper than json parses
+        raise BadRequest(f"a peer request needs a valid {peers.OBJECT_HEADER} header") from None
+    if not (isinstance(ref.source, str) and isinstance(ref.path, str) and ref.path and has_utf8(ref.path)):
+        raise BadRequest(f"{peers.OBJECT_HEADER}: source and path must be text")
+    checked_key(ref.path)
+    return ref, checked_info(info)
 
 
 def add_routes(app: web.Application) -> None:
