@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -162,9 +163,9 @@ WARMER_KEY = web.AppKey("warmer", Warmer)
 
 
 async def post_warm(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except ValueError:
+    try:  # JSON is UTF-8 (or UTF-16/32, which json.loads detects): a Content-Type charset is not looked up
+        body = json.loads(await request.read())
+    except (ValueError, RecursionError):  # not JSON, not Unicode, or nested deeper than the parser goes
         raise BadRequest("the body must be JSON: {\"urls\": [...], \"pin\": false}") from None
     urls = body.get("urls") if isinstance(body, dict) else body
     if not isinstance(urls, list) or not urls or len(urls) > MAX_URLS or not all(isinstance(u, str) for u in urls):
