@@ -23,6 +23,7 @@ from bdn.cache import ObjectCache
 from bdn.config import Config
 from bdn.errors import BadRequest, BdnError, NotFound
 from bdn.objects import ObjectRef, chunk_name
+from bdn.paths import checked_key
 from bdn.sources.gcs import GcsSource
 from bdn.sources.hf import HfSource, HubFile, check_repo
 from bdn.sources.s3 import S3Source
@@ -129,6 +130,7 @@ async def expand(cache: ObjectCache, config: Config, url: str) -> list[tuple[Obj
     source = cache.sources[name]
     if isinstance(source, HfSource):
         return [(ObjectRef(name, file.path), True) for file in await _hub_files(source, rest)]
+    checked_key(rest)  # as a request's path is: no `..` segment may walk out of an http source's base_url
     bucket, _, key = rest.partition("/")
     if not isinstance(source, (S3Source, GcsSource)) or (key and not key.endswith("/")):
         return [(ObjectRef(name, rest), False)]  # one object (an http source's path, or bucket/key)
