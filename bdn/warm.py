@@ -22,7 +22,7 @@ from aiohttp import web
 from bdn.cache import ObjectCache
 from bdn.config import Config
 from bdn.errors import BadRequest, BdnError, NotFound
-from bdn.objects import ObjectRef, chunk_name
+from bdn.objects import ObjectRef, chunk_name, has_utf8
 from bdn.paths import checked_key
 from bdn.sources.gcs import GcsSource
 from bdn.sources.hf import HfSource, HubFile, check_repo
@@ -76,6 +76,9 @@ class Warmer:
                 refs.extend(await expand(cache, config, url))
             except BdnError as exc:
                 job.errors.append(f"{url}: {exc.detail}")
+            except Exception:  # a bug of bdn's: logged, and the job still ends
+                log.exception("preheat %s: expanding %r failed", job.id, url)
+                job.errors.append(f"{url}: unexpected error; see the daemon's log")
         job.objects_total = len(refs)
         gate = asyncio.Semaphore(OBJECTS_AT_ONCE)
 
@@ -85,6 +88,9 @@ class Warmer:
                     await fill_object(cache, ref, immutable, job)
                 except BdnError as exc:
                     job.errors.append(f"{ref.source}/{ref.path}: {exc.detail}")
+                except Exception:  # a bug of bdn's: logged, and the job still ends (it stayed "running")
+                    log.exception("preheat %s: filling %s/%s failed", job.id, ref.source, ref.path)
+                    job.errors.append(f"{ref.source}/{ref.path}: unexpected error; see the daemon's log")
                 job.objects_done += 1
 
         await asyncio.gather(*(one(ref, immutable) for ref, immutable in refs))
@@ -170,7 +176,8 @@ async def post_warm(request: web.Request) -> web.Response:
     except (ValueError, RecursionError):  # not JSON, not Unicode, or nested deeper than the parser goes
         raise BadRequest("the body must be JSON: {\"urls\": [...], \"pin\": false}") from None
     urls = body.get("urls") if isinstance(body, dict) else body
-    if not isinstance(urls, list) or not urls or len(urls) > MAX_URLS or not all(isinstance(u, str) for u in urls):
+    if not isinstance(urls, list) or not urls or len(urls) > MAX_URLS or not all(
+            isinstance(url, str) and has_utf8(url) for url in urls):  # a JSON `\udcff` escape has no UTF-8
         raise BadRequest(f"urls must be a list of 1 to {MAX_URLS} strings")
     pin = bool(body.get("pin", False)) if isinstance(body, dict) else False
     job = request.app[WARMER_KEY].start(request.app[CACHE_KEY], request.app[CONFIG_KEY], urls, pin)
