@@ -17,6 +17,7 @@ import os
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -73,6 +74,18 @@ def _message(content: bytes) -> str:
     return str(message)[:200]
 
 
+def _segment(name: str) -> str:
+    """A bucket or object name as one URL path segment, `/` and every reserved character escaped.
+
+    `.` and `..` are no GCS names, and no URL can carry them as a segment: the client normalizes
+    it away (`.../o/.` is the bucket's listing), so they are refused. gcsfs's own media URL leaves
+    the bucket and generation unescaped; bdn's escapes every part (a peer names them too).
+    """
+    if name in (".", ".."):
+        raise BadRequest(f"{name!r} is not a GCS bucket or object name")
+    return quote(name, safe="")
+
+
 def _object_info(resource: dict[str, Any]) -> ObjectInfo:
     digest = None
     if resource.get("md5Hash"):
@@ -114,7 +127,7 @@ class GcsSource:
         return self._fs
 
     async def call(self, what: str, path: str, *args: str, **params: Any) -> dict[str, Any]:
-        """A JSON API GET (`path` like `b/{}/o/{}`, formatted with quoted `args`) → its JSON.
+        """A JSON API GET (`path` like `b/{}/o/{}`, each of `args` one escaped path segment) → its JSON.
 
         Sent once on gcsfs's session with its auth headers, but without gcsfs's own retry loop
         (up to 6 attempts with backoff): a pod must hear of an unreachable upstream in seconds.
@@ -123,7 +136,8 @@ class GcsSource:
         """
         fs = await self.filesystem()
         try:
-            async with fs.session.get(fs._format_path(path, args), params=params, headers=fs._get_headers(None),
+            url = fs.base + path.format(*(_segment(arg) for arg in args))
+            async with fs.session.get(url, params=params, headers=fs._get_headers(None),
                                       allow_redirects=False) as response:
                 content = await response.read()
                 _check_status(response, content, what)
@@ -165,7 +179,10 @@ class GcsSource:
 
     async def read(self, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
         fs = await self.filesystem()
-        url = fs.url(path, generation=info.version_id)
+        bucket, key = split_bucket_key(path)
+        url = f"{fs._location}/download/storage/v1/b/{_segment(bucket)}/o/{_segment(key)}?alt=media"
+        if info.version_id:
+            url += f"&generation={quote(info.version_id, safe='')}"
         try:
             async for piece in checked_range_get(fs.session, url, fs._get_headers(None), start, end, info.size, path):
                 yield piece
