@@ -4,23 +4,29 @@ Range headers are generated from the RFC grammar (plus the leniencies the module
 any case of the unit, whitespace around the tokens) and checked against the exact expected
 result; arbitrary text never raises anything but `Unsatisfiable`. Request targets are built
 from arbitrary bytes, percent-encoded at random, and from arbitrary strings (including the
-lone surrogates aiohttp produces for non-UTF-8 bytes).
+lone surrogates aiohttp produces for non-UTF-8 bytes). The object info another node sends on
+`/_peer/` is accepted only when every string can become a header, and a GCS name always makes one
+URL path segment. Examples are derandomized: CI runs the same ones every time.
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import quote
+from typing import Any
+from urllib.parse import quote, unquote
 
 import pytest
+import yarl
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bdn.errors import BadRequest
+from bdn.objects import MAX_SIZE, ObjectInfo, checked_info
 from bdn.paths import MAX_PATH_BYTES, checked_key, object_key, segments, split_target
 from bdn.ranges import ByteRange, Unsatisfiable, if_range_allows, parse
+from bdn.sources.gcs import _segment
 
-modest = settings(max_examples=150, deadline=None)  # the whole file runs in a few seconds
+modest = settings(max_examples=150, deadline=None, derandomize=True)  # a few seconds; the same examples in CI
 
 CONTENT_RANGE = re.compile(r"bytes ([0-9]+)-([0-9]+)/([0-9]+)")
 sizes = st.integers(0, 10**12) | st.integers(0, 4096)
@@ -306,3 +312,61 @@ def test_segments_are_safe_or_bad_request(raw: str) -> None:
     for part in parts:
         part.encode("utf-8")
         assert "\0" not in part and ".." not in part.split("/"), part
+
+
+# --- What another node names: X-Bdn-Object's object info (bdn.objects.checked_info) -----------------------
+
+json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | raw_text
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
+                           | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+INFO_FIELDS = ("size", "etag", "last_modified", "version_id", "content_type", "digest", "attributes")
+header_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cc"]), max_size=30)
+
+
+@modest
+@given(st.fixed_dictionaries({"size": st.integers(0, 2**63 - 1) | json_values, "etag": header_text | json_values},
+                             optional={name: json_values | header_text for name in INFO_FIELDS[2:]}))
+@example({"size": 3000, "etag": '"x"', "last_modified": "Wed, 01 Jan 2025 00:00:00 GMT\r\nX-Injected: 1"})
+@example({"size": "3000", "etag": '"x"'})
+@example({"size": True, "etag": '"x"'})
+def test_a_peers_object_info_is_checked_or_bad_request(fields: dict[str, Any]) -> None:
+    """Whatever JSON a peer sends as info, `checked_info` accepts it only when every string can become a header."""
+    info = ObjectInfo(**fields)
+    try:
+        checked = checked_info(info)
+    except BadRequest:
+        return
+    assert type(checked.size) is int and 0 <= checked.size <= MAX_SIZE
+    for name in INFO_FIELDS[1:6]:
+        value = getattr(checked, name)
+        if value is None:
+            assert name != "etag"
+            continue
+        assert isinstance(value, str) and not re.search(r"[\x00-\x1f\x7f]", value), (name, value)
+        value.encode("utf-8")  # raises on a lone surrogate
+    assert checked.attributes is None or isinstance(checked.attributes, dict)
+
+
+@modest
+@given(st.integers(0, 2**63 - 1), header_text, st.none() | header_text, st.none() | header_text)
+def test_what_a_source_reports_passes_the_peer_check(size: int, etag: str, last_modified: str | None,
+                                                    version_id: str | None) -> None:
+    info = ObjectInfo(size, etag, last_modified, version_id, "application/octet-stream", "md5:00", {"a": 1})
+    assert checked_info(info) == info
+
+
+# --- GCS names as URL path segments (bdn.sources.gcs._segment) --------------------------------------------
+
+
+@modest
+@given(st.text(st.characters(codec="utf-8"), max_size=30) | st.text("./%2eE", max_size=8))
+@example("a/./b")
+@example("%2E")
+def test_a_gcs_name_is_one_url_segment_that_decodes_to_it(name: str) -> None:
+    if name in (".", ".."):
+        with pytest.raises(BadRequest):
+            _segment(name)
+        return
+    url = yarl.URL(f"http://gcs.test/storage/v1/b/bkt/o/{_segment(name)}")  # as aiohttp's client builds it
+    assert url.raw_path.count("/") == 6, url
+    assert unquote(url.raw_path.rsplit("/", 1)[1]) == name
