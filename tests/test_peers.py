@@ -45,6 +45,16 @@ def a_name_owned_by(member: str, static: list[str], self: str, chunks: int) -> t
     raise AssertionError(f"{member} owns no chunk of 64 names: ownership changed")
 
 
+def upstream_reads_by_chunk(origin: Origin, name: str, chunks: int) -> dict[int, list[int]]:
+    """Each 1 MiB chunk's upstream reads of `name`, by first byte; every read ends on a chunk's last byte."""
+    spans = [tuple(int(part) for part in (entry.range or "")[len("bytes="):].split("-"))
+             for entry in origin.gets(name)]
+    reads = {index: sorted(first for first, last in spans if last == (index + 1) * MiB - 1)
+             for index in range(chunks)}
+    assert len(spans) == sum(map(len, reads.values())), spans
+    return reads
+
+
 async def start_cluster(start_bdn: StartBdn, origin: Origin, tmp_path: Path, nodes: int = 3,
                         **cache: object) -> list[Bdn]:
     ports = [free_port() for _ in range(nodes)]
@@ -159,11 +169,7 @@ async def test_a_bad_peer_is_detected_skipped_and_the_bytes_are_right(
         await proxy.stop()
     # The upstream's reads of each chunk, by first byte (A's cold read of its own chunk 0, if any, is
     # the speculative one of the same span).
-    spans = [tuple(int(part) for part in (entry.range or "")[len("bytes="):].split("-"))
-             for entry in origin.gets(name)]
-    reads = {index: sorted(first for first, last in spans if last == (index + 1) * MiB - 1)
-             for index in range(chunks)}
-    assert len(spans) == sum(map(len, reads.values())), spans
+    reads = upstream_reads_by_chunk(origin, name, chunks)
     assert all(reads[index] == [index * MiB] for index in range(chunks) if index not in owned), reads
     if mode in ("garbage", "status"):
         # B never saw a request: A read each of B's chunks whole from the upstream, once.
@@ -224,11 +230,7 @@ async def test_owner_killed_mid_transfer(start_bdn: StartBdn, bdn_process: Calla
     assert errors + await scrape(http, a, "bdn_peer_hits_total") == len(owned)
     # Each chunk's reads from the upstream, by first byte: A's own chunks once; the owner's once by the
     # owner, and the bytes A had not got from it once more by A, from where the owner's stream broke off.
-    spans = [tuple(int(part) for part in (entry.range or "")[len("bytes="):].split("-"))
-             for entry in origin.gets(name)]
-    reads = {index: sorted(first for first, last in spans if last == (index + 1) * MiB - 1)
-             for index in range(chunks)}
-    assert len(spans) == sum(map(len, reads.values())), spans
+    reads = upstream_reads_by_chunk(origin, name, chunks)
     assert all(reads[index] == [index * MiB] for index in range(chunks) if index not in owned), reads
     assert all(reads[index][0] == index * MiB for index in owned), reads
     assert sum(len(reads[index]) - 1 for index in owned) == errors, reads
