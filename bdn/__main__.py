@@ -1,5 +1,5 @@
 """`python -m bdn` is the same as the `bdn` command."""
 
-from bdn.cli import main
+from bdn.cli.main import main
 
 raise SystemExit(main())

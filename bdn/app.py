@@ -11,20 +11,20 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from bdn import metrics
-from bdn.cache import ObjectCache
+from bdn.cache.disk import DiskTier
+from bdn.cache.object_cache import ObjectCache
 from bdn.config import Config
-from bdn.drain import DRAIN_KEY, Drain, drain_middleware
 from bdn.errors import error_middleware
-from bdn.hubapi import FRONTS_KEY, make_fronts
-from bdn.peers import Peers
-from bdn.requestlog import access_log_middleware
-from bdn.retry import RetryPolicy
-from bdn.routes import add_routes
+from bdn.front.hub import FRONTS_KEY, make_fronts
+from bdn.front.routes import add_routes
+from bdn.ops import metrics
+from bdn.ops.drain import DRAIN_KEY, Drain, drain_middleware
+from bdn.ops.preheat import WARMER_KEY, Warmer
+from bdn.ops.requestlog import access_log_middleware
+from bdn.peers.membership import Peers
 from bdn.sources import make_source
+from bdn.sources.retry import RetryPolicy
 from bdn.state import CACHE_KEY, CONFIG_KEY
-from bdn.tiers.disk import DiskTier
-from bdn.warm import WARMER_KEY, Warmer
 
 MAX_HEADER_BYTES = 16 * 1024
 

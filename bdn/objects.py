@@ -37,7 +37,7 @@ class ObjectInfo:
     last_modified: str | None = None  # HTTP-date, as sent
     version_id: str | None = None
     content_type: str | None = None
-    digest: str | None = None  # "algorithm:hex" (see bdn.digests): checked before the object is trusted
+    digest: str | None = None  # "algorithm:hex" (see bdn.sources.digests): checked before the object is trusted
     attributes: dict[str, Any] | None = field(default=None, compare=False)  # source-specific, passed to clients
 
     def to_json(self) -> dict[str, Any]:
@@ -79,6 +79,17 @@ def has_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def checked_key(key: str) -> str:
+    """The key itself if it is safe to pass upstream; `BadRequest` otherwise."""
+    if "\0" in key:
+        raise BadRequest("path contains a NUL byte")
+    if key.startswith("/"):
+        raise BadRequest("path must not start with '/' after decoding")
+    if any(segment == ".." for segment in key.split("/")):
+        raise BadRequest("path must not contain '..' segments")
+    return key
 
 
 def split_bucket_key(path: str) -> tuple[str, str]:

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from bdn.app import make_app
 from bdn.config import Config
-from bdn.drain import DRAIN_KEY
+from bdn.ops.drain import DRAIN_KEY
 
 log = logging.getLogger("bdn.server")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bdn.cache import ObjectCache
+from bdn.cache.object_cache import ObjectCache
 from bdn.config import Config
 
 CACHE_KEY = web.AppKey("cache", ObjectCache)

@@ -23,10 +23,10 @@ import pytest
 from aiohttp import web
 from google.oauth2.credentials import Credentials
 
-from bdn import peers
 from bdn.app import make_app
 from bdn.config import ConfigError, from_mapping
 from bdn.objects import ObjectInfo, ObjectRef
+from bdn.peers import wire
 from tests.conftest import MiB, StartBdn, bdn_config, free_port, sha256
 from tests.hub import FakeHub
 from tests.origin import Origin
@@ -381,7 +381,7 @@ async def test_forwarding_headers_do_not_open_the_admin_api_or_the_peer_endpoint
     node = await start_bdn({"web": {"type": "http", "base_url": origin.url}}, port=port,
                            peers={"static": [f"http://127.0.0.1:{port}"], "self": f"127.0.0.1:{port}"},
                            sections={"admin": {"allow": ["127.0.0.1/32"]}})
-    asked = {peers.OBJECT_HEADER: peers.encode_object(ObjectRef("web", "x.bin"),
+    asked = {wire.OBJECT_HEADER: wire.encode_object(ObjectRef("web", "x.bin"),
                                                       ObjectInfo(size=len(data), etag=origin.etag("x.bin")))}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as stranger:
         for spoofed in SPOOFED:
@@ -446,7 +446,7 @@ async def test_ipv4_mapped_client_addresses_count_as_their_ipv4_address(
     try:
         await web.SockSite(runner, sock).start()
         url = f"http://127.0.0.1:{port}"
-        asked = {peers.OBJECT_HEADER: peers.encode_object(ObjectRef("web", "x.bin"),
+        asked = {wire.OBJECT_HEADER: wire.encode_object(ObjectRef("web", "x.bin"),
                                                           ObjectInfo(size=len(data), etag=origin.etag("x.bin")))}
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as stranger:
             async with stranger.post(f"{url}/v1/warm", json={"urls": ["web://x.bin"]}) as response:

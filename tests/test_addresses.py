@@ -9,7 +9,7 @@ import aiohttp
 
 from bdn.addresses import parse_ip
 from bdn.config import AdminConfig, PeersConfig
-from bdn.peers import Peers
+from bdn.peers.membership import Peers
 from bdn.state import CACHE_KEY
 from tests.conftest import MiB, StartBdn, free_port
 from tests.origin import Origin

@@ -63,8 +63,9 @@ import aiohttp.web_protocol
 import pytest
 import yarl
 
-from bdn import gcsapi, hubapi, peers, routes, warm
+from bdn.front import gcs, hub, peer, routes
 from bdn.objects import ObjectRef
+from bdn.ops import preheat
 from bdn.sources.gcs import GcsSource
 from bdn.sources.hf import HfSource
 from bdn.state import CACHE_KEY
@@ -858,19 +859,19 @@ def reached(monkeypatch: pytest.MonkeyPatch) -> Reached:
                 return result
             monkeypatch.setattr(owner, name, returned)
 
-    count(hubapi, "_resolve", "hf resolve handler")
-    count(hubapi, "_api", "hf api handler")
-    count(hubapi, "_paths_info", "hf paths-info handler")
-    count(hubapi.HubFront, "authorize", "hf: repo id valid, access checked")
+    count(hub, "_resolve", "hf resolve handler")
+    count(hub, "_api", "hf api handler")
+    count(hub, "_paths_info", "hf paths-info handler")
+    count(hub.HubFront, "authorize", "hf: repo id valid, access checked")
     count(HfSource, "_call", "hf: calls to the Hub")
-    count(gcsapi, "handle", "gcs json api handler")
-    count(gcsapi, "_version", "gcs json api: object looked up")
+    count(gcs, "handle", "gcs json api handler")
+    count(gcs, "_version", "gcs json api: object looked up")
     count(GcsSource, "call", "gcs: JSON API calls upstream")
     count(routes, "peer_chunk", "peer handler")
-    count(peers, "decode_object", "peer: X-Bdn-Object decoded")
-    count(warm, "post_warm", "warm POST handler")
-    count(warm, "get_warm", "warm GET handler")
-    count(warm, "expand", "warm: URLs expanded")
+    count(peer, "decode_object", "peer: X-Bdn-Object decoded")
+    count(preheat, "post_warm", "warm POST handler")
+    count(preheat, "get_warm", "warm GET handler")
+    count(preheat, "expand", "warm: URLs expanded")
     return counts
 
 
@@ -988,7 +989,7 @@ async def check_job(world: World, job_id: str) -> None:
 @pytest.fixture
 def daemon_log(caplog: pytest.LogCaptureFixture) -> Iterator[list[logging.LogRecord]]:
     """The log records of the run (WARNING and up), malformed requests made one INFO line as the daemon does."""
-    from bdn.requestlog import MalformedRequests
+    from bdn.ops.requestlog import MalformedRequests
 
     malformed = MalformedRequests()
     logging.getLogger("aiohttp.server").addFilter(malformed)
@@ -1105,7 +1106,7 @@ async def test_a_preheat_job_ends_failed_when_a_fill_raises_what_it_should_not(w
     async def broken(*args: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(warm, "fill_object", broken)
+    monkeypatch.setattr(preheat, "fill_object", broken)
     answer = await post(world, "/v1/warm", "application/json", b'{"urls": ["s3://models/ok.bin"]}')
     job = json.loads(answer.body)["id"]
     await check_job(world, job)  # it stayed "running" for ever, its task's exception never retrieved

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bdn.config import PeersConfig
 from bdn.objects import ObjectRef
-from bdn.peers import Peers, owner_key
+from bdn.peers.membership import Peers, owner_key
 from tests.conftest import Bdn, BdnProcess, MiB, StartBdn, bdn_config, chunk_of, free_port
 from tests.faultproxy import FaultProxy, Mode
 from tests.origin import Origin

@@ -21,9 +21,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bdn.errors import BadRequest
-from bdn.objects import MAX_SIZE, ObjectInfo, checked_info
-from bdn.paths import MAX_PATH_BYTES, checked_key, object_key, segments, split_target
-from bdn.ranges import ByteRange, Unsatisfiable, if_range_allows, parse
+from bdn.front.paths import MAX_PATH_BYTES, object_key, segments, split_target
+from bdn.front.ranges import ByteRange, Unsatisfiable, if_range_allows, parse
+from bdn.objects import MAX_SIZE, ObjectInfo, checked_info, checked_key
 from bdn.sources.gcs import _segment
 
 modest = settings(max_examples=150, deadline=None, derandomize=True)  # a few seconds; the same examples in CI

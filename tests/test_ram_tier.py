@@ -11,8 +11,8 @@ from pathlib import Path
 
 import aiohttp
 
+from bdn.cache.ram import RamTier
 from bdn.state import CACHE_KEY
-from bdn.tiers.ram import RamTier
 from tests.conftest import MiB, StartBdn
 from tests.origin import Origin
 from tests.test_slow_clients import open_get

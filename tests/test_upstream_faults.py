@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 
 from bdn.errors import NotFound, UpstreamBusy, UpstreamUnreachable
-from bdn.retry import RetryPolicy, parse_retry_after
+from bdn.sources.retry import RetryPolicy, parse_retry_after
 from tests.conftest import Bdn, MiB, StartBdn, sha256
 from tests.faultproxy import FaultProxy, Mode, Request
 from tests.hub import FakeHub

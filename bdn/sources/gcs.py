@@ -22,11 +22,11 @@ from urllib.parse import quote
 import aiohttp
 
 from bdn.config import GcsSourceConfig, UpstreamConfig
-from bdn.digests import from_base64
 from bdn.errors import BadRequest, BdnError, Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
 from bdn.objects import ObjectInfo, split_bucket_key
-from bdn.retry import RETRYABLE_STATUSES, busy
+from bdn.sources.digests import from_base64
 from bdn.sources.http import checked_range_get, upstream_timeout
+from bdn.sources.retry import RETRYABLE_STATUSES, busy
 
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 from gcsfs.core import GCSFileSystem  # imported after the switch above

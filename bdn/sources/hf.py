@@ -43,8 +43,8 @@ from bdn.bounded import BoundedDict
 from bdn.config import ConfigError, HfSourceConfig, UpstreamConfig
 from bdn.errors import BadRequest, Forbidden, HubError, NotFound, UpstreamError, UpstreamUnreachable
 from bdn.objects import ObjectInfo
-from bdn.retry import RETRYABLE_STATUSES, busy
 from bdn.sources.http import checked_range_get, client_session, upstream_timeout
+from bdn.sources.retry import RETRYABLE_STATUSES, busy
 
 T = TypeVar("T")
 HUB_THREADS = 16  # concurrent metadata calls to the Hub

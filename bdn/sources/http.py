@@ -18,8 +18,8 @@ from bdn import __version__
 from bdn.config import HttpSourceConfig, UpstreamConfig
 from bdn.errors import Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
 from bdn.objects import ObjectInfo
-from bdn.retry import RETRYABLE_STATUSES, busy
 from bdn.sources import Speculation
+from bdn.sources.retry import RETRYABLE_STATUSES, busy
 
 READ_PIECE = 256 * 1024
 _SAFE = "/~!$&'()*+,;=:@"

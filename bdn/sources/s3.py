@@ -22,9 +22,9 @@ from aiobotocore.session import get_session
 from bdn.config import S3SourceConfig, UpstreamConfig
 from bdn.errors import BadRequest, Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
 from bdn.objects import ObjectInfo, split_bucket_key
-from bdn.retry import RETRYABLE_STATUSES, busy
 from bdn.sources import Speculation
 from bdn.sources.http import counted
+from bdn.sources.retry import RETRYABLE_STATUSES, busy
 
 READ_PIECE = 256 * 1024
 _NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket", "NoSuchVersion"}
@@ -74,7 +74,7 @@ class S3Source:
         self._aio_config = AioConfig(
             connect_timeout=upstream.connect_timeout,
             read_timeout=upstream.read_timeout,
-            retries={"total_max_attempts": 1},  # bdn.retry retries, with one policy for every source
+            retries={"total_max_attempts": 1},  # bdn.sources.retry retries, with one policy for every source
             max_pool_connections=64,
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",

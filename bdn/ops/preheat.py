@@ -19,11 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
-from bdn.cache import ObjectCache
+from bdn.cache.object_cache import ObjectCache
 from bdn.config import Config
 from bdn.errors import BadRequest, BdnError, NotFound
-from bdn.objects import ObjectRef, chunk_name, has_utf8
-from bdn.paths import checked_key
+from bdn.objects import ObjectRef, checked_key, chunk_name, has_utf8
 from bdn.sources.gcs import GcsSource
 from bdn.sources.hf import HfSource, HubFile, check_repo
 from bdn.sources.s3 import S3Source

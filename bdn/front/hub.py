@@ -27,13 +27,13 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from bdn.bounded import BoundedDict
-from bdn.cache import ObjectCache
+from bdn.cache.flight import SingleFlight
+from bdn.cache.metadata import Json
+from bdn.cache.object_cache import ObjectCache
 from bdn.errors import BadRequest, HubError, NotFound
-from bdn.flight import SingleFlight
-from bdn.metadata import Json
+from bdn.front.paths import segments
+from bdn.front.respond import respond
 from bdn.objects import ObjectRef, has_utf8
-from bdn.paths import segments
-from bdn.serve import respond
 from bdn.sources.hf import COMMIT_SHA, HfSource, HubFile, check_repo
 from bdn.state import CACHE_KEY
 

@@ -22,11 +22,11 @@ from typing import Any
 
 from aiohttp import web
 
-from bdn.cache import Version
+from bdn.cache.object_cache import Version
 from bdn.errors import BadRequest, NotFound
-from bdn.objects import ObjectRef
-from bdn.paths import checked_key, segments
-from bdn.serve import respond
+from bdn.front.paths import segments
+from bdn.front.respond import respond
+from bdn.objects import ObjectRef, checked_key
 from bdn.sources.gcs import GcsSource
 from bdn.state import CACHE_KEY
 

@@ -9,7 +9,7 @@ Python memory, and a slow reader only slows itself.
 
 A fill runs as its own task: a reader that disconnects never cancels it. An upstream that
 drops or stalls mid-body, or answers 429/5xx, is resumed from the last byte written with a
-ranged read (bdn.retry's bounded, jittered backoff); on any other error, or when retries run
+ranged read (bdn.sources.retry's bounded, jittered backoff); on any other error, or when retries run
 out, the temp file is deleted, nothing is committed, and every reader sees the error. Only a
 complete chunk of the right length is committed to the disk tier, and the fill leaves the
 registry only after that commit, so there is no moment in which a chunk is neither in flight
@@ -30,12 +30,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+from bdn.cache.disk import DiskTier
+from bdn.cache.ram import RamTier
 from bdn.errors import BdnError, CacheDiskError, UpstreamError, UpstreamUnreachable, VersionChanged
 from bdn.objects import ObjectInfo
-from bdn.retry import RetryPolicy
 from bdn.sources import Source
-from bdn.tiers.disk import DiskTier
-from bdn.tiers.ram import RamTier
+from bdn.sources.retry import RetryPolicy
 
 log = logging.getLogger("bdn.fill")
 SHUTDOWN_GRACE = 10.0  # seconds fills in flight may take to finish when the daemon stops

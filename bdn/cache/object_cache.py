@@ -19,17 +19,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from bdn.digests import Hasher, hasher_for
+from bdn.cache.disk import DiskTier
+from bdn.cache.fill import ChunkFill, Fills
+from bdn.cache.flight import SingleFlight
+from bdn.cache.metadata import Metadata
+from bdn.cache.ram import RamTier
 from bdn.errors import UpstreamError
-from bdn.fill import ChunkFill, Fills
-from bdn.flight import SingleFlight
-from bdn.metadata import Metadata
 from bdn.objects import ObjectInfo, ObjectRef, chunk_name, chunk_span, version_id
-from bdn.peers import Peers, owner_key
-from bdn.retry import RetryPolicy
+from bdn.peers.membership import Peers, owner_key
+from bdn.peers.reader import PeerRead
 from bdn.sources import Source, Speculating, Speculation
-from bdn.tiers.disk import DiskTier
-from bdn.tiers.ram import RamTier
+from bdn.sources.digests import Hasher, hasher_for
+from bdn.sources.retry import RetryPolicy
 
 log = logging.getLogger("bdn.cache")
 HASH_PIECE = 4 * 1024 * 1024
@@ -272,7 +273,7 @@ class ObjectCache:
         source: Source = self.sources[version.ref.source]
         owner = self._owner(version.ref, index) if not version.from_peer else None
         if owner is not None and self.peers is not None:
-            source = self.peers.reader(owner, version.ref, version.id, source)
+            source = PeerRead(self.peers, owner, version.ref, version.id, source)
         return self.fills.start(name, source, version.ref.path, version.info, start, end,
                                 lambda: self.metadata.expire(version.ref.key))
 

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from bdn.errors import Handler
-from bdn.metrics import observe_request
+from bdn.ops.metrics import observe_request
 
 log = logging.getLogger("bdn.access")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"

@@ -12,8 +12,9 @@ import dataclasses
 import os
 import sys
 
-from bdn import __version__, requestlog
+from bdn import __version__
 from bdn.config import Config, ConfigError, load, parse_listen
+from bdn.ops import requestlog
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,7 +53,7 @@ def _run(config: Config) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "warm":
-        from bdn.warmcli import warm
+        from bdn.cli.warm import warm
 
         return warm(args.node, args.urls, args.pin)
     try:

@@ -15,10 +15,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
+from bdn.cache.disk import DiskTier
+from bdn.cache.flight import SingleFlight
 from bdn.errors import NotFound, UpstreamError
-from bdn.flight import SingleFlight
-from bdn.retry import RetryPolicy
-from bdn.tiers.disk import DiskTier
+from bdn.sources.retry import RetryPolicy
 
 log = logging.getLogger("bdn.metadata")
 Json = dict[str, Any]

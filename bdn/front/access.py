@@ -4,7 +4,7 @@ A client presents its token as `Authorization: Bearer TOKEN`, or, from an S3 SDK
 access key id of its SigV4 `Authorization` header (configure the SDK with the token as
 `aws_access_key_id` and any secret). Tokens are compared in constant time with every
 configured token, and never logged or echoed. `/_peer/` is checked against the peer set in
-`bdn.peers`; `hf` sources admit clients by their own Hub tokens in `bdn.hubapi`.
+`bdn.front.peer`; `hf` sources admit clients by their own Hub tokens in `bdn.front.hub`.
 """
 
 from __future__ import annotations

@@ -24,13 +24,13 @@ from typing import Final, Literal
 
 from aiohttp import web
 
-from bdn.cache import ObjectCache, Version
+from bdn.cache.fill import ChunkFill
+from bdn.cache.object_cache import ObjectCache, Version
 from bdn.errors import BdnError, CacheDiskError, PreconditionFailed, RangeNotSatisfiable
-from bdn.fill import ChunkFill
+from bdn.front.ranges import ByteRange, Unsatisfiable, if_range_allows, parse, unsatisfied_content_range
+from bdn.front.send import Sender
 from bdn.objects import chunk_name
-from bdn.ranges import ByteRange, Unsatisfiable, if_range_allows, parse, unsatisfied_content_range
-from bdn.requestlog import record_of
-from bdn.sendfile import Sender
+from bdn.ops.requestlog import record_of
 from bdn.state import CACHE_KEY, CONFIG_KEY
 
 log = logging.getLogger("bdn.serve")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from urllib.parse import unquote_to_bytes
 
 from bdn.errors import BadRequest
+from bdn.objects import checked_key
 
 MAX_PATH_BYTES = 4096
 
@@ -47,14 +48,3 @@ def segments(raw_rest: str) -> list[str]:
         if ".." in part.split("/"):
             raise BadRequest("path must not contain '..' segments")
     return parts
-
-
-def checked_key(key: str) -> str:
-    """The key itself if it is safe to pass upstream; `BadRequest` otherwise."""
-    if "\0" in key:
-        raise BadRequest("path contains a NUL byte")
-    if key.startswith("/"):
-        raise BadRequest("path must not start with '/' after decoding")
-    if any(segment == ".." for segment in key.split("/")):
-        raise BadRequest("path must not contain '..' segments")
-    return key

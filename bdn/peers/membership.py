@@ -1,60 +1,35 @@
-"""The regional peer tier: who the peers are, which one owns a chunk, and reading a chunk from it.
+"""Peer membership and ownership: who the peers are, which one owns a chunk, and which are healthy.
 
 Membership is `peers.static` plus the addresses `peers.dns` resolves to (a Kubernetes headless
 Service), refreshed every `peers.refresh`. A chunk's owner is chosen by rendezvous
 (highest-random-weight) hashing of the chunk's key, which names the object and the chunk index
-but not its version, over the members: a node that comes or goes moves only its own share.
-
-On a local miss, a fill whose chunk is owned by another node reads it from that node's
-`/_peer/` endpoint (`PeerRead`); the owner serves it from its own tiers or fills it from the
-upstream with its own single flight, so concurrent misses on many nodes become one upstream
-read. A peer that is down, slow past `peers.timeout` or wrong (bad status, other version,
-short or long body) is marked unhealthy with exponential backoff, and the bytes still missing
-come from the upstream: a dead peer costs at most one timeout. A request that came from a
-peer is never forwarded to another one.
+but not its version, over the members: a node that comes or goes moves only its own share. A
+peer whose read failed is skipped for an exponential backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
-import json
 import logging
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from bdn.addresses import IP, parse_ip
 from bdn.config import PeersConfig
-from bdn.errors import UpstreamError
-from bdn.objects import ObjectInfo, ObjectRef
-from bdn.sources import Source
-from bdn.sources.http import client_session, counted
+from bdn.objects import ObjectRef
+from bdn.sources.http import client_session
 
 log = logging.getLogger("bdn.peers")
-OBJECT_HEADER = "X-Bdn-Object"  # the asking node's ObjectRef and ObjectInfo, base64 JSON
-VERSION_HEADER = "X-Bdn-Version"  # the owner's version id of what it sends
 MAX_BACKOFF = 30.0
 
 
 def owner_key(ref: ObjectRef, index: int) -> str:
     return f"{ref.key}\0{index}"
-
-
-def encode_object(ref: ObjectRef, info: ObjectInfo) -> str:
-    payload = {"source": ref.source, "path": ref.path, "info": info.to_json()}
-    return base64.b64encode(json.dumps(payload).encode()).decode()
-
-
-def decode_object(header: str) -> tuple[ObjectRef, ObjectInfo]:
-    payload: dict[str, Any] = json.loads(base64.b64decode(header, validate=True))
-    return ObjectRef(payload["source"], payload["path"]), ObjectInfo.from_json(payload["info"])
 
 
 class Peers:
@@ -109,13 +84,14 @@ class Peers:
             return None
         return best
 
-    def _failed(self, peer: str) -> None:
+    def failed(self, peer: str) -> None:
+        """A read from `peer` failed: skip it for a backoff that doubles with each failure."""
         backoff = min(MAX_BACKOFF, self._backoff.get(peer, 0.5) * 2)
         self._backoff[peer] = backoff
         self._down_until[peer] = time.monotonic() + backoff
         self.errors[peer] += 1
 
-    def _succeeded(self, peer: str) -> None:
+    def succeeded(self, peer: str) -> None:
         self._backoff.pop(peer, None)
         self._down_until.pop(peer, None)
         self.hits[peer] += 1
@@ -123,12 +99,13 @@ class Peers:
     def healthy(self, peer: str) -> bool:
         return time.monotonic() >= self._down_until.get(peer, 0.0)
 
-    def reader(self, peer: str, ref: ObjectRef, version_id: str, upstream: Source) -> PeerRead:
+    def session(self) -> aiohttp.ClientSession:
+        """The one client session for reads from peers, made on first use."""
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeout,
                                             sock_read=self.config.timeout)
             self._session = client_session(timeout)
-        return PeerRead(self, self._session, peer, ref, version_id, upstream)
+        return self._session
 
     async def close(self) -> None:
         if self._session is not None:
@@ -149,46 +126,3 @@ async def _resolve(name: str, port: int) -> set[IP] | None:
     return {ip for info in infos if (ip := parse_ip(str(info[4][0]))) is not None}
 
 
-class PeerRead:
-    """A Source for one chunk fill: its bytes from the owning peer, the rest from the upstream if the peer fails."""
-
-    def __init__(self, peers: Peers, session: aiohttp.ClientSession, peer: str, ref: ObjectRef,
-                 version_id: str, upstream: Source) -> None:
-        self._peers, self._session, self._peer = peers, session, peer
-        self._ref, self._version_id, self._upstream = ref, version_id, upstream
-        self._tried = False
-
-    async def stat(self, path: str) -> ObjectInfo:
-        return await self._upstream.stat(path)
-
-    async def read(self, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
-        received = 0
-        if not self._tried:
-            self._tried = True
-            try:
-                async for piece in self._from_peer(info, start, end):
-                    received += len(piece)
-                    self._peers.bytes_in[self._peer] += len(piece)
-                    yield piece
-                self._peers._succeeded(self._peer)
-                return
-            except Exception as exc:  # any failure of the peer: skip it, take the rest from the upstream
-                self._peers._failed(self._peer)
-                log.warning("peer %s failed for %s bytes %d-%d after %d bytes (%s); using the upstream",
-                            self._peer, path, start, end - 1, received, type(exc).__name__)
-        async for piece in self._upstream.read(path, info, start + received, end):
-            yield piece
-
-    async def _from_peer(self, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
-        url = f"{self._peer}/_peer/{quote(self._ref.source, safe='')}"
-        headers = {OBJECT_HEADER: encode_object(self._ref, info), "Range": f"bytes={start}-{end - 1}"}
-        async with self._session.get(url, headers=headers, allow_redirects=False) as response:
-            if response.status != 206 or response.headers.get(VERSION_HEADER) != self._version_id:
-                raise UpstreamError(f"peer answered {response.status} for another version or range")
-            if response.headers.get("Content-Range") != f"bytes {start}-{end - 1}/{info.size}":
-                raise UpstreamError("peer sent another range")
-            async for piece in counted(response.content.iter_chunked(256 * 1024), end - start):
-                yield piece
-
-    async def close(self) -> None:
-        return None

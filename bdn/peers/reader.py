@@ -1,0 +1,68 @@
+"""Reading one chunk from the node that owns it, falling back to the upstream for whatever the peer did not send.
+
+On a local miss, a fill whose chunk is owned by another node reads it from that node's
+`/_peer/` endpoint; the owner serves it from its own tiers or fills it from the upstream with
+its own single flight, so concurrent misses on many nodes become one upstream read. A peer that
+is down, slow past `peers.timeout` or wrong (bad status, other version, short or long body) is
+marked unhealthy, and the bytes still missing come from the upstream: a dead peer costs at most
+one timeout. A request that came from a peer is never forwarded to another one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+from bdn.errors import UpstreamError
+from bdn.objects import ObjectInfo, ObjectRef
+from bdn.peers.membership import Peers
+from bdn.peers.wire import OBJECT_HEADER, VERSION_HEADER, encode_object
+from bdn.sources import Source
+from bdn.sources.http import counted
+
+log = logging.getLogger("bdn.peers")
+
+
+class PeerRead:
+    """A Source for one chunk fill: its bytes from the owning peer, the rest from the upstream if the peer fails."""
+
+    def __init__(self, peers: Peers, peer: str, ref: ObjectRef, version_id: str, upstream: Source) -> None:
+        self._peers, self._peer = peers, peer
+        self._ref, self._version_id, self._upstream = ref, version_id, upstream
+        self._tried = False
+
+    async def stat(self, path: str) -> ObjectInfo:
+        return await self._upstream.stat(path)
+
+    async def read(self, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        received = 0
+        if not self._tried:
+            self._tried = True
+            try:
+                async for piece in self._from_peer(info, start, end):
+                    received += len(piece)
+                    self._peers.bytes_in[self._peer] += len(piece)
+                    yield piece
+                self._peers.succeeded(self._peer)
+                return
+            except Exception as exc:  # any failure of the peer: skip it, take the rest from the upstream
+                self._peers.failed(self._peer)
+                log.warning("peer %s failed for %s bytes %d-%d after %d bytes (%s); using the upstream",
+                            self._peer, path, start, end - 1, received, type(exc).__name__)
+        async for piece in self._upstream.read(path, info, start + received, end):
+            yield piece
+
+    async def _from_peer(self, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        url = f"{self._peer}/_peer/{quote(self._ref.source, safe='')}"
+        headers = {OBJECT_HEADER: encode_object(self._ref, info), "Range": f"bytes={start}-{end - 1}"}
+        async with self._peers.session().get(url, headers=headers, allow_redirects=False) as response:
+            if response.status != 206 or response.headers.get(VERSION_HEADER) != self._version_id:
+                raise UpstreamError(f"peer answered {response.status} for another version or range")
+            if response.headers.get("Content-Range") != f"bytes {start}-{end - 1}/{info.size}":
+                raise UpstreamError("peer sent another range")
+            async for piece in counted(response.content.iter_chunked(256 * 1024), end - start):
+                yield piece
+
+    async def close(self) -> None:
+        return None
