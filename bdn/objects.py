@@ -39,6 +39,18 @@ class ObjectInfo:
     content_type: str | None = None
     digest: str | None = None  # "algorithm:hex" (see bdn.sources.digests): checked before the object is trusted
     attributes: dict[str, Any] | None = field(default=None, compare=False)  # source-specific, passed to clients
+    uncacheable: bool = False  # the source saw its reads answer another version than stat reports
+
+    @property
+    def pinnable(self) -> bool:
+        """Whether every read can be held to this version: a strong ETag or a Last-Modified to check answers by.
+
+        A version that is not (a weak ETag alone, or validators that differ between HEAD and GET)
+        is served straight from the upstream, one upstream response per client response, and never
+        cached: chunks read at different times could belong to different versions.
+        """
+        strong = bool(self.etag) and not self.etag.startswith("W/")
+        return not self.uncacheable and (strong or bool(self.last_modified))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +79,8 @@ def checked_info(info: ObjectInfo) -> ObjectInfo:
             continue
         if not isinstance(value, str) or _CONTROL.search(value) or not has_utf8(value):
             raise BadRequest(f"object info: {name} must be text without control characters")
+    if type(info.uncacheable) is not bool:
+        raise BadRequest("object info: uncacheable must be true or false")
     if info.attributes is not None and not isinstance(info.attributes, dict):
         raise BadRequest("object info: attributes must be an object")
     return info

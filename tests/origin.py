@@ -38,6 +38,9 @@ class Faults:
     no_validators: bool = False  # send neither ETag nor Last-Modified
     bytes_per_second: int | None = None  # throttle bodies (written in 64 KiB pieces)
     unpinned_etag: str | None = None  # ETag sent to GETs without If-Match (a version change in between)
+    ignore_if_match: bool = False  # never answer 412: a changed object is sent anyway, under its new ETag
+    weak_etag_only: bool = False  # ETag W/"..." and no Last-Modified: nothing a read can be pinned to
+    get_etag: str | None = None  # the ETag of every GET answer, whatever HEAD says (validators that disagree)
 
 
 @dataclass
@@ -91,13 +94,17 @@ class Origin:
         if data is None:
             return web.Response(status=404, text="no such object")
         headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
-        if not self.faults.no_validators:
+        if self.faults.weak_etag_only:
+            headers["ETag"] = "W/" + self.etag(path)
+        elif not self.faults.no_validators:
             headers["ETag"] = self.etag(path)
             headers["Last-Modified"] = "Wed, 01 Jan 2025 00:00:00 GMT"
+        if request.method == "GET" and self.faults.get_etag is not None:
+            headers["ETag"] = self.faults.get_etag
         if_match = request.headers.get("If-Match")
         if request.method == "GET" and if_match is None and self.faults.unpinned_etag and "ETag" in headers:
             headers["ETag"] = self.faults.unpinned_etag
-        if if_match is not None and if_match != self.etag(path):
+        if if_match is not None and if_match != self.etag(path) and not self.faults.ignore_if_match:
             return web.Response(status=412, text="changed")
         status, body = 200, data
         match = _RANGE.match(request.headers.get("Range", ""))

@@ -261,7 +261,7 @@ class ObjectCache:
         once it ends, so reading ahead would read chunks twice: each is then filled when a reader
         gets to it.
         """
-        if self.disk.write_error is not None and not self.ram.admits(self.chunk_bytes):
+        if not version.info.pinnable or (self.disk.write_error is not None and not self.ram.admits(self.chunk_bytes)):
             return
         for index in indices:
             name = chunk_name(version.id, index)

@@ -3,7 +3,8 @@
 The front decides status and headers; it then asks `read_parts` for the body and sends each
 part as it comes, knowing nothing of chunks, fills or tiers. A part is either a `FilePart` (a
 span of a committed chunk file, or of a fill's file once those bytes have landed: sendfile it)
-or a `RamPart` (a span of a chunk in the RAM tier, to be written straight from memory). The
+or a `RamPart` (a span of a chunk in the RAM tier, to be written straight from memory; also the
+pieces of a version that cannot be pinned, read straight from the upstream and never stored). The
 body walks the chunks its range covers; before each chunk the next `read_ahead` chunks are made
 sure to be stored or being fetched, so a cold read keeps several upstream reads going while the
 client receives bytes in order.
@@ -65,6 +66,11 @@ Part = FilePart | RamPart
 async def read_parts(cache: ObjectCache, version: Version, start: int, end: int,
                      read_ahead: int) -> AsyncGenerator[Part, None]:
     """The parts of bytes [start, end) of `version`, checked against its digest as the module says."""
+    if not version.info.pinnable:
+        async with contextlib.aclosing(_straight(cache, version, start, end)) as pieces:
+            async for piece in pieces:
+                yield piece
+        return
     checked = cache.verified(version)
     if not checked and end < version.info.size:
         await cache.verify(version)  # the last byte cannot be held back: check before the first one
@@ -96,6 +102,20 @@ async def _span(cache: ObjectCache, version: Version, start: int, end: int,
         async with contextlib.aclosing(_chunk(cache, version, index, low, high)) as pieces:
             async for piece in pieces:
                 yield piece
+
+
+async def _straight(cache: ObjectCache, version: Version, start: int, end: int) -> AsyncGenerator[Part, None]:
+    """A version no read can be held to, straight from the upstream: one read, checked like any, never stored."""
+    source = cache.sources[version.ref.source]
+    async for piece in source.read(version.ref.path, version.info, start, end):
+        yield RamPart(_bytes_view(piece), 0, len(piece))
+
+
+def _bytes_view(data: bytes) -> Callable[[int, int], memoryview | None]:
+    def view(start: int, end: int) -> memoryview | None:
+        return memoryview(data)[start:end]
+
+    return view
 
 
 def _sent_from_ram(cache: ObjectCache, version: Version, index: int, length: int) -> bool:
@@ -156,11 +176,14 @@ async def _follow(fd: int, fill: ChunkFill | None, low: int, high: int) -> Async
         position = available
 
 
-Tier = Literal["ram", "disk", "peer", "upstream"]
+Tier = Literal["ram", "disk", "peer", "upstream", "bypass"]
 
 
 def tier_of(cache: ObjectCache, version: Version, start: int, end: int) -> Tier:
-    """Where a read of [start, end) comes from: all sent from RAM, all on this node, the rest from peers, or not."""
+    """Where a read of [start, end) comes from: all sent from RAM, all on this node, the rest from peers, the
+    upstream (to be cached), or the upstream straight (a version that cannot be pinned)."""
+    if not version.info.pinnable:
+        return "bypass"
     indices = version.chunk_indices(start, end, cache.chunk_bytes)
     if indices and all(_sent_from_ram(cache, version, index, _part_length(cache, index, start, end))
                        for index in indices):

@@ -25,7 +25,8 @@ from bdn.state import CACHE_KEY, CONFIG_KEY
 
 log = logging.getLogger("bdn.serve")
 SMALL_BODY = 64 * 1024  # bodies up to this size, when in RAM, are answered in one piece
-X_CACHE = {"ram": "HIT-RAM", "disk": "HIT", "peer": "HIT-PEER", "upstream": "MISS"}  # where the bytes come from
+# X-Cache: where the bytes come from
+X_CACHE = {"ram": "HIT-RAM", "disk": "HIT", "peer": "HIT-PEER", "upstream": "MISS", "bypass": "BYPASS"}
 
 
 def _etag_listed(header: str, etag: str, weak: bool) -> bool:

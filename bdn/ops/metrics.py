@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 
 from bdn.state import CACHE_KEY
 
-TIER_OF_RESULT = {"HIT-RAM": "ram", "HIT": "disk", "HIT-PEER": "peer", "MISS": "upstream"}
+TIER_OF_RESULT = {"HIT-RAM": "ram", "HIT": "disk", "HIT-PEER": "peer", "MISS": "upstream", "BYPASS": "upstream"}
 
 
 class RequestMetrics:

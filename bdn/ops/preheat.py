@@ -21,7 +21,7 @@ from aiohttp import web
 
 from bdn.cache.object_cache import ObjectCache
 from bdn.config import Config
-from bdn.errors import BadRequest, BdnError, NotFound
+from bdn.errors import BadRequest, BdnError, NotFound, UpstreamError
 from bdn.objects import ObjectRef, checked_key, chunk_name, has_utf8
 from bdn.sources.gcs import GcsSource
 from bdn.sources.hf import HfSource, HubFile, check_repo
@@ -106,6 +106,9 @@ class Warmer:
 async def fill_object(cache: ObjectCache, ref: ObjectRef, immutable: bool, job: Job) -> None:
     """Every chunk of the object on this node (and pinned if the job says so), checked like any read."""
     version = await cache.version(ref, immutable=immutable)
+    if not version.info.pinnable:
+        raise UpstreamError("the upstream gives this object no strong ETag or Last-Modified that its reads keep to; "
+                            "bdn serves it straight through and cannot preheat it")
     job.bytes_total += version.info.size
     indices = version.chunk_indices(0, version.info.size, cache.chunk_bytes)
     cache.prefetch(version, indices)

@@ -47,7 +47,7 @@ class Speculation:
     close: Callable[[], None]
 
     def fits(self, info: ObjectInfo, start: int, end: int) -> bool:
-        return bool(self.etag) and self.etag == info.etag and (
+        return info.pinnable and bool(self.etag) and self.etag == info.etag and (
             self.content_range == f"bytes {start}-{end - 1}/{info.size}")
 
 

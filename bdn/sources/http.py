@@ -4,17 +4,24 @@ One shared aiohttp session per source, `Accept-Encoding: identity`, no redirects
 origin can never send bdn to another host). Every answer is checked strictly: a 200 where a
 206 was asked for, a `Content-Range` other than the one asked for, a `Content-Encoding` other
 than identity, or a body shorter or longer than announced is an `UpstreamError`, never bytes.
-Reads carry `If-Match: <etag>` so a changed object answers 412 (`VersionChanged`).
+Reads carry `If-Match: <etag>` (or `If-Unmodified-Since` for an object with only a weak ETag
+and a Last-Modified) so a changed object answers 412, and every answer's own validators are
+checked against the pinned version: an origin that ignores the condition and sends another
+version is a `VersionChanged`, never bytes. An origin whose GETs carry other validators than its
+HEAD for the same object is remembered, and its objects are reported `uncacheable` (served
+straight through, never cached) while it keeps doing so.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import quote
 
 import aiohttp
 
 from bdn import __version__
+from bdn.bounded import BoundedDict
 from bdn.config import HttpSourceConfig, UpstreamConfig
 from bdn.errors import Forbidden, NotFound, UpstreamError, UpstreamUnreachable, VersionChanged
 from bdn.objects import ObjectInfo
@@ -22,7 +29,12 @@ from bdn.sources import Speculation
 from bdn.sources.retry import RETRYABLE_STATUSES, busy
 
 READ_PIECE = 256 * 1024
+MAX_DISAGREEING = 10_000  # remembered objects whose GETs carried other validators than their HEAD
 _SAFE = "/~!$&'()*+,;=:@"
+
+
+class VersionMismatch(VersionChanged):
+    """A read's answer carried other validators than the version it was pinned to."""
 
 
 def _status_error(response: aiohttp.ClientResponse, what: str) -> Exception:
@@ -48,11 +60,13 @@ def _check_identity(response: aiohttp.ClientResponse, what: str) -> None:
 
 
 async def checked_range_get(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
-                            start: int, end: int, size: int, what: str) -> AsyncIterator[bytes]:
+                            start: int, end: int, size: int, what: str,
+                            validators: Mapping[str, str] | None = None) -> AsyncIterator[bytes]:
     """Stream bytes [start, end) of a `size`-byte object from `url`, checking the answer strictly.
 
     Anything but a 206 with exactly `bytes start-(end-1)/size`, identity encoding and exactly
-    `end - start` body bytes raises; redirects are never followed.
+    `end - start` body bytes raises; redirects are never followed. Each of `validators` (header →
+    value) must be in the answer as given, or the answer is of another version (`VersionChanged`).
     """
     expected = f"bytes {start}-{end - 1}/{size}"
     try:
@@ -63,6 +77,10 @@ async def checked_range_get(session: aiohttp.ClientSession, url: str, headers: d
                     raise UpstreamError(f"upstream answered 200 to a Range request for {what}")
                 raise _status_error(response, what)
             _check_identity(response, what)
+            for name, value in (validators or {}).items():
+                if response.headers.get(name) != value:
+                    raise VersionMismatch(f"upstream answered {name} {response.headers.get(name)!r} for {what}, "
+                                          f"pinned at {value!r}")
             content_range = response.headers.get("Content-Range")
             if content_range != expected:
                 raise UpstreamError(f"upstream sent Content-Range {content_range!r} for {expected!r}")
@@ -126,6 +144,19 @@ def upstream_timeout(upstream: UpstreamConfig) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, connect=upstream.connect_timeout, sock_read=upstream.read_timeout)
 
 
+def _pin_headers(info: ObjectInfo) -> dict[str, str]:
+    """The condition that makes the origin refuse (412) to answer with another version."""
+    if info.etag and not info.etag.startswith("W/"):
+        return {"If-Match": info.etag}
+    return {"If-Unmodified-Since": info.last_modified} if info.last_modified else {}
+
+
+def _validators(info: ObjectInfo) -> dict[str, str]:
+    """The validators every answer for `info` must carry: its ETag and Last-Modified, as HEAD gave them."""
+    found = {"ETag": info.etag, "Last-Modified": info.last_modified or ""}
+    return {name: value for name, value in found.items() if value}
+
+
 class HttpSource:
     """One configured HTTP origin; see the module docstring."""
 
@@ -133,6 +164,7 @@ class HttpSource:
         self._base = config.base_url
         self._timeout = upstream_timeout(upstream)
         self._session: aiohttp.ClientSession | None = None
+        self._disagreeing: BoundedDict[str, dict[str, str]] = BoundedDict(MAX_DISAGREEING)
 
     def _url(self, path: str) -> str:
         return f"{self._base}/{quote(path, safe=_SAFE)}"
@@ -158,24 +190,22 @@ class HttpSource:
         last_modified = headers.get("Last-Modified")
         if not etag and not last_modified:
             raise UpstreamError(f"upstream gave neither ETag nor Last-Modified for {path}; it cannot be cached safely")
-        return ObjectInfo(
-            size=int(length),
-            etag=etag or "",
-            last_modified=last_modified,
-            content_type=headers.get("Content-Type"),
-        )
+        info = ObjectInfo(size=int(length), etag=etag or "", last_modified=last_modified,
+                          content_type=headers.get("Content-Type"))
+        if self._disagreeing.get(path) == _validators(info):
+            return dataclasses.replace(info, uncacheable=True)
+        return info
 
-    def _pin_headers(self, info: ObjectInfo) -> dict[str, str]:
-        headers = {}
-        if info.etag and not info.etag.startswith("W/"):
-            headers["If-Match"] = info.etag
-        elif info.last_modified:
-            headers["If-Unmodified-Since"] = info.last_modified
-        return headers
-
-    def read(self, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
-        headers = self._pin_headers(info)
-        return checked_range_get(self._client(), self._url(path), headers, start, end, info.size, path)
+    async def read(self, path: str, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
+        pinned = info.pinnable  # else a read straight through: one answer, whatever version it is
+        try:
+            async for piece in checked_range_get(self._client(), self._url(path), _pin_headers(info) if pinned else {},
+                                                 start, end, info.size, path, _validators(info) if pinned else {}):
+                yield piece
+        except VersionMismatch:
+            if not info.uncacheable:
+                self._disagreeing[path] = _validators(info)  # unless the next HEAD reports a new version
+            raise
 
     async def speculate(self, path: str, start: int, end: int) -> Speculation | None:
         return await speculative_get(self._client(), self._url(path), start, end, path)

@@ -126,6 +126,9 @@ class S3Source:
         async with answer["Body"] as body:
             if answer.get("ContentRange") != expected or int(answer["ContentLength"]) != end - start:
                 raise UpstreamError(f"upstream sent {answer.get('ContentRange')!r} for {expected!r}")
+            if answer.get("ETag") != info.etag or (info.version_id and answer.get("VersionId") != info.version_id):
+                raise VersionChanged(f"upstream answered ETag {answer.get('ETag')!r} for {path}, "
+                                     f"pinned at {info.etag!r}")
             received = 0
             try:
                 async for piece in body.iter_chunks(READ_PIECE):
