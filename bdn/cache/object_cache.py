@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bdn.cache.disk import DiskTier
@@ -47,6 +47,7 @@ class Version:
     stale: bool = False  # served from cache because the upstream could not be asked
     fetched: bool = False  # its metadata was just asked upstream for this request
     from_peer: bool = False  # asked for by a peer: its fills never go to another peer (no loops)
+    credential: str | None = field(default=None, repr=False)  # the client's Authorization, for a peer to check
 
     def chunk_indices(self, start: int, end: int, chunk_bytes: int) -> range:
         if end <= start:
@@ -273,7 +274,7 @@ class ObjectCache:
         source: Source = self.sources[version.ref.source]
         owner = self._owner(version.ref, index) if not version.from_peer else None
         if owner is not None and self.peers is not None:
-            source = PeerRead(self.peers, owner, version.ref, version.id, source)
+            source = PeerRead(self.peers, owner, version.ref, version.id, source, version.credential)
         return self.fills.start(name, source, version.ref.path, version.info, start, end,
                                 lambda: self.metadata.expire(version.ref.key))
 

@@ -3,8 +3,9 @@
 A client presents its token as `Authorization: Bearer TOKEN`, or, from an S3 SDK, as the
 access key id of its SigV4 `Authorization` header (configure the SDK with the token as
 `aws_access_key_id` and any secret). Tokens are compared in constant time with every
-configured token, and never logged or echoed. `/_peer/` is checked against the peer set in
-`bdn.front.peer`; `hf` sources admit clients by their own Hub tokens in `bdn.front.hub`.
+configured token, and never logged or echoed. `hf` sources admit clients by their own Hub tokens
+in `bdn.front.hub`. A read that a peer serves is checked there by the same rules: the asking node
+forwards its client's `Authorization` (`credential_for_peers`), and `/_peer/` applies them to it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 
 from aiohttp import web
 
-from bdn.config import ClientAuthConfig
+from bdn.config import ClientAuthConfig, HfSourceConfig, SourceConfig
 from bdn.errors import Forbidden, Handler, Unauthorized
 from bdn.state import CONFIG_KEY
 
@@ -47,6 +48,13 @@ def check_client(request: web.Request, clients: ClientAuthConfig | None) -> None
     token = presented_token(request)
     if token is None or not _listed(token, clients.tokens):
         raise Unauthorized("this source needs a valid client token", headers={"WWW-Authenticate": 'Bearer realm="bdn"'})
+
+
+def credential_for_peers(request: web.Request, source: SourceConfig) -> str | None:
+    """The client's `Authorization`, when the source has access rules a peer must apply to it too."""
+    if getattr(source, "clients", None) is None and not isinstance(source, HfSourceConfig):
+        return None
+    return request.headers.get("Authorization")
 
 
 def admin_only(handler: Handler) -> Handler:

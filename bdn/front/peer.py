@@ -1,4 +1,9 @@
-"""`GET /_peer/{source}`: a byte range of one object version, served to another bdn node, never forwarded on."""
+"""`GET /_peer/{source}`: a byte range of one object version, served to another bdn node, never forwarded on.
+
+Only members' addresses are answered, and a source's access rules hold here as on its own
+routes: client tokens, and the Hub's answer for private and gated repos, are checked against
+the `Authorization` the asking node forwards from its client.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,16 @@ import dataclasses
 
 from aiohttp import web
 
+from bdn.config import HfSourceConfig
 from bdn.errors import BadRequest, Forbidden, NotFound
+from bdn.front.access import check_client
+from bdn.front.hub import FRONTS_KEY
 from bdn.front.respond import respond
 from bdn.objects import ObjectInfo, ObjectRef, checked_info, checked_key, has_utf8
 from bdn.ops.requestlog import record_of
 from bdn.peers.wire import OBJECT_HEADER, VERSION_HEADER, decode_object
-from bdn.state import CACHE_KEY
+from bdn.sources.hf import HubFile, check_repo
+from bdn.state import CACHE_KEY, CONFIG_KEY
 
 
 async def peer_chunk(request: web.Request) -> web.StreamResponse:
@@ -22,12 +31,24 @@ async def peer_chunk(request: web.Request) -> web.StreamResponse:
     ref, info = _peer_object(request.headers.get(OBJECT_HEADER, ""))
     if ref.source != request.match_info["source"] or ref.source not in cache.sources:
         raise NotFound(f"no source named {ref.source!r}")
+    await _check_access(request, ref)
     # The asker checks whole-object digests itself; this node serves bytes and never forwards them.
     version = cache.version_of(ref, dataclasses.replace(info, digest=None))
     version = dataclasses.replace(version, from_peer=True)
     response = await respond(request, version, {VERSION_HEADER: version.id})
     cache.peers.bytes_out[request.remote or ""] += record_of(request).bytes or 0
     return response
+
+
+async def _check_access(request: web.Request, ref: ObjectRef) -> None:
+    """Refuse what this node would refuse the client itself: the forwarded `Authorization` is checked as its own."""
+    source = request.app[CONFIG_KEY].sources[ref.source]
+    if isinstance(source, HfSourceConfig):
+        file = HubFile.from_path(ref.path)
+        check_repo(file.repo_type, file.repo_id)
+        await request.app[FRONTS_KEY][ref.source].authorize(request, file.repo_type, file.repo_id)
+    else:
+        check_client(request, source.clients)
 
 
 def _peer_object(header: str) -> tuple[ObjectRef, ObjectInfo]:

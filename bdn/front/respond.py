@@ -10,6 +10,7 @@ short body and never one that looks complete.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 
@@ -18,6 +19,7 @@ from aiohttp import web
 from bdn.cache.object_cache import ObjectCache, Version
 from bdn.cache.reader import FilePart, Part, read_parts, tier_of
 from bdn.errors import BdnError, PreconditionFailed, RangeNotSatisfiable
+from bdn.front.access import credential_for_peers
 from bdn.front.ranges import ByteRange, Unsatisfiable, if_range_allows, parse, unsatisfied_content_range
 from bdn.front.send import Sender
 from bdn.ops.requestlog import record_of
@@ -86,6 +88,9 @@ async def respond(request: web.Request, version: Version, extra_headers: dict[st
     whole object with 200: a client checks them against the body (PROTOCOLS.md 2.4, 3.6).
     """
     cache = request.app[CACHE_KEY]
+    if not version.from_peer:
+        source = request.app[CONFIG_KEY].sources[version.ref.source]
+        version = dataclasses.replace(version, credential=credential_for_peers(request, source))
     not_modified = _check_preconditions(request, version)
     if not_modified is not None:
         return not_modified

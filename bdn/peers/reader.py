@@ -24,11 +24,16 @@ from bdn.sources.http import counted
 log = logging.getLogger("bdn.peers")
 
 
+class PeerRefused(UpstreamError):
+    """The owner refused the read by the source's access rules (401/403): no fault of the peer's health."""
+
+
 class PeerRead:
     """A Source for one chunk fill: its bytes from the owning peer, the rest from the upstream if the peer fails."""
 
-    def __init__(self, peers: Peers, peer: str, ref: ObjectRef, version_id: str, upstream: Source) -> None:
-        self._peers, self._peer = peers, peer
+    def __init__(self, peers: Peers, peer: str, ref: ObjectRef, version_id: str, upstream: Source,
+                 credential: str | None = None) -> None:
+        self._peers, self._peer, self._credential = peers, peer, credential
         self._ref, self._version_id, self._upstream = ref, version_id, upstream
         self._tried = False
 
@@ -46,6 +51,9 @@ class PeerRead:
                     yield piece
                 self._peers.succeeded(self._peer)
                 return
+            except PeerRefused as exc:  # the peer is healthy; this read (preheat, no client credential) is not for it
+                log.info("peer %s refused %s bytes %d-%d (%s); using the upstream", self._peer, path, start, end - 1,
+                         exc.detail)
             except Exception as exc:  # any failure of the peer: skip it, take the rest from the upstream
                 self._peers.failed(self._peer)
                 log.warning("peer %s failed for %s bytes %d-%d after %d bytes (%s); using the upstream",
@@ -56,7 +64,11 @@ class PeerRead:
     async def _from_peer(self, info: ObjectInfo, start: int, end: int) -> AsyncIterator[bytes]:
         url = f"{self._peer}/_peer/{quote(self._ref.source, safe='')}"
         headers = {OBJECT_HEADER: encode_object(self._ref, info), "Range": f"bytes={start}-{end - 1}"}
+        if self._credential is not None:  # the owner applies the source's access rules to it, as to the client
+            headers["Authorization"] = self._credential
         async with self._peers.session().get(url, headers=headers, allow_redirects=False) as response:
+            if response.status in (401, 403):
+                raise PeerRefused(f"peer answered {response.status}")
             if response.status != 206 or response.headers.get(VERSION_HEADER) != self._version_id:
                 raise UpstreamError(f"peer answered {response.status} for another version or range")
             if response.headers.get("Content-Range") != f"bytes {start}-{end - 1}/{info.size}":
