@@ -9,7 +9,9 @@ import time
 from typing import Any
 
 import aiohttp
+import pytest
 
+from bdn.ops import preheat
 from tests.conftest import ROOT, Bdn, MiB, StartBdn
 from tests.hub import FakeHub
 from tests.origin import Origin
@@ -92,3 +94,36 @@ async def test_pinned_objects_are_never_evicted(start_bdn: StartBdn, origin: Ori
         assert await response.read() == bodies["keep.bin"]
         assert response.headers["X-Cache"] == "HIT"
     assert len(origin.gets("keep.bin")) == 1
+
+
+async def test_preheat_fills_are_bounded_node_wide(start_bdn: StartBdn, origin: Origin,
+                                                   http: aiohttp.ClientSession) -> None:
+    for i in range(12):
+        origin.put(f"o{i}.bin", os.urandom(MiB // 2))
+    origin.faults.bytes_per_second = 4 * MiB  # each object takes ~0.12 s: twelve jobs at once overlap
+    node = await start_bdn({"web": {"type": "http", "base_url": origin.url}})
+    jobs = []
+    for i in range(12):  # twelve jobs of one object each, all at once
+        async with http.post(f"{node.url}/v1/warm", json={"urls": [f"web://o{i}.bin"]}) as response:
+            jobs.append(await response.json())
+    for job in jobs:
+        assert (await finished(http, node, job))["state"] == "done"
+    assert 1 <= origin.max_in_flight <= preheat.OBJECTS_AT_ONCE, "all jobs together fill a few objects at a time"
+
+
+async def test_finished_preheat_jobs_are_forgotten_beyond_the_limit(start_bdn: StartBdn, origin: Origin,
+                                                                    http: aiohttp.ClientSession,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preheat, "MAX_FINISHED", 2)
+    origin.put("x.bin", b"x" * 100)
+    node = await start_bdn({"web": {"type": "http", "base_url": origin.url}})
+    ids = []
+    for _ in range(4):
+        async with http.post(f"{node.url}/v1/warm", json={"urls": ["web://x.bin"]}) as response:
+            job = await finished(http, node, await response.json())
+            ids.append(job["id"])
+    statuses = []
+    for job_id in ids:
+        async with http.get(f"{node.url}/v1/warm/{job_id}") as response:
+            statuses.append(response.status)
+    assert statuses == [404, 200, 200, 200], "the oldest finished jobs went; the newest two and the last stay"

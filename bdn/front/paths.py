@@ -48,3 +48,11 @@ def segments(raw_rest: str) -> list[str]:
         if ".." in part.split("/"):
             raise BadRequest("path must not contain '..' segments")
     return parts
+
+
+def without_dot_segments(key: str) -> str:
+    """`a/./b` → `a/b`: what an HTTP client makes of the URL (RFC 3986 §5.2.4), so one URL is one cache key.
+
+    Only for `http` sources: an S3 or GCS key is opaque, and `a/./b` there names another object.
+    """
+    return "/".join(segment for segment in key.split("/") if segment != ".")

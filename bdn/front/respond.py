@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import email.utils
 import logging
 import time
 
@@ -56,15 +57,42 @@ def _object_headers(version: Version) -> dict[str, str]:
 
 
 def _check_preconditions(request: web.Request, version: Version) -> web.Response | None:
-    """412 or 304 when the request's conditions say so (RFC 9110 §13.2.2 order)."""
-    etag = version.info.etag
+    """412 or 304 when the request's conditions say so, evaluated in RFC 9110 §13.2.2 order.
+
+    The date conditions count only where their ETag counterpart is absent (§13.1.3, §13.1.4), and
+    only against a Last-Modified the upstream gave; a date that does not parse is ignored.
+    """
+    info = version.info
     if_match = request.headers.get("If-Match")
-    if if_match is not None and not _etag_listed(if_match, etag, weak=False):
-        raise PreconditionFailed("If-Match does not match the object's ETag")
+    if if_match is not None:
+        if not _etag_listed(if_match, info.etag, weak=False):
+            raise PreconditionFailed("If-Match does not match the object's ETag")
+    elif _modified_since(info.last_modified, request.headers.get("If-Unmodified-Since")) is True:
+        raise PreconditionFailed("the object was modified since If-Unmodified-Since")
     if_none_match = request.headers.get("If-None-Match")
-    if if_none_match is not None and _etag_listed(if_none_match, etag, weak=True):
-        return web.Response(status=304, headers={"ETag": etag})
+    if if_none_match is not None:
+        if _etag_listed(if_none_match, info.etag, weak=True):
+            return _not_modified(version)
+    elif _modified_since(info.last_modified, request.headers.get("If-Modified-Since")) is False:
+        return _not_modified(version)
     return None
+
+
+def _not_modified(version: Version) -> web.Response:
+    headers = {"ETag": version.info.etag}
+    if version.info.last_modified:
+        headers["Last-Modified"] = version.info.last_modified
+    return web.Response(status=304, headers=headers)
+
+
+def _modified_since(last_modified: str | None, header: str | None) -> bool | None:
+    """Whether `last_modified` is later than the HTTP-date `header`; None when either is absent or no date."""
+    if not last_modified or not header:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(last_modified) > email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):  # not an HTTP-date
+        return None
 
 
 def _selected_range(request: web.Request, version: Version) -> ByteRange | None:

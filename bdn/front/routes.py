@@ -11,11 +11,11 @@ import re
 
 from aiohttp import web
 
-from bdn.config import HfSourceConfig
+from bdn.config import HfSourceConfig, HttpSourceConfig
 from bdn.errors import NotFound
 from bdn.front import gcs, hub
 from bdn.front.access import admin_only, check_client
-from bdn.front.paths import object_key, split_target
+from bdn.front.paths import object_key, split_target, without_dot_segments
 from bdn.front.peer import peer_chunk
 from bdn.front.respond import respond
 from bdn.objects import ObjectRef
@@ -57,6 +57,8 @@ async def get_object(request: web.Request) -> web.StreamResponse:
     if request.method not in ("GET", "HEAD"):
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
     key = object_key(raw_rest)
+    if isinstance(source_config, HttpSourceConfig):
+        key = without_dot_segments(key)
     if not key:
         raise NotFound("no object path given")
     version = await request.app[CACHE_KEY].version(ObjectRef(source, key), first_byte=_first_byte(request))

@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +30,10 @@ from bdn.sources.s3 import S3Source
 from bdn.state import CACHE_KEY, CONFIG_KEY
 
 log = logging.getLogger("bdn.warm")
-OBJECTS_AT_ONCE = 4
+OBJECTS_AT_ONCE = 4  # objects filled at once by all preheat jobs of the node together
 MAX_URLS = 1000
+FINISHED_TTL = 3600.0  # seconds a finished job's report stays readable
+MAX_FINISHED = 1000  # finished jobs kept at most (the oldest go first)
 
 
 @dataclass
@@ -46,6 +49,7 @@ class Job:
     bytes_total: int = 0
     bytes_done: int = 0
     errors: list[str] = field(default_factory=list)
+    finished_at: float | None = None  # time.monotonic() when it ended
 
     def report(self) -> dict[str, Any]:
         return {"id": self.id, "state": self.state, "objects": {"done": self.objects_done, "total": self.objects_total},
@@ -59,8 +63,17 @@ class Warmer:
         self.jobs: dict[str, Job] = {}
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._gate = asyncio.Semaphore(OBJECTS_AT_ONCE)  # node-wide: 100 jobs do not make 100x the fills
+
+    def _forget_finished(self) -> None:
+        finished = [job for job in self.jobs.values() if job.finished_at is not None]
+        now = time.monotonic()
+        for index, job in enumerate(finished):  # in start order
+            if len(finished) - index > MAX_FINISHED or now - (job.finished_at or now) > FINISHED_TTL:
+                del self.jobs[job.id]
 
     def start(self, cache: ObjectCache, config: Config, urls: list[str], pin: bool) -> Job:
+        self._forget_finished()
         job = Job(str(next(self._ids)), urls, pin)
         self.jobs[job.id] = job
         task = asyncio.ensure_future(self._run(job, cache, config))
@@ -79,10 +92,9 @@ class Warmer:
                 log.exception("preheat %s: expanding %r failed", job.id, url)
                 job.errors.append(f"{url}: unexpected error; see the daemon's log")
         job.objects_total = len(refs)
-        gate = asyncio.Semaphore(OBJECTS_AT_ONCE)
 
         async def one(ref: ObjectRef, immutable: bool) -> None:
-            async with gate:
+            async with self._gate:
                 try:
                     await fill_object(cache, ref, immutable, job)
                 except BdnError as exc:
@@ -94,6 +106,7 @@ class Warmer:
 
         await asyncio.gather(*(one(ref, immutable) for ref, immutable in refs))
         job.state = "failed" if job.errors else "done"
+        job.finished_at = time.monotonic()
         log.info("preheat %s %s: %d objects, %d bytes, %d errors", job.id, job.state, job.objects_done,
                  job.bytes_done, len(job.errors))
 
