@@ -166,7 +166,7 @@ async def start_bdn(tmp_path: Path) -> AsyncIterator[StartBdn]:
     async def start(sources: dict[str, Any], cache_dir: Path | None = None, port: int = 0,
                     peers: dict[str, Any] | None = None, upstream: dict[str, Any] | None = None,
                     downstream: dict[str, Any] | None = None, sections: dict[str, Any] | None = None,
-                    **cache: Any) -> Bdn:
+                    host: str = "127.0.0.1", **cache: Any) -> Bdn:
         raw = bdn_config(cache_dir or tmp_path / "cache", sources, **cache)
         if peers is not None:
             raw["peers"] = peers
@@ -176,8 +176,8 @@ async def start_bdn(tmp_path: Path) -> AsyncIterator[StartBdn]:
         app = make_app(from_mapping(raw))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        node = Bdn(f"http://127.0.0.1:{runner.addresses[0][1]}", app, runner)
+        await web.TCPSite(runner, host, port).start()
+        node = Bdn(f"http://{host}:{runner.addresses[0][1]}", app, runner)
         started.append(node)
         return node
 

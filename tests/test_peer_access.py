@@ -87,3 +87,25 @@ async def test_a_private_hub_file_is_refused_on_peer_reads_without_a_token_the_h
                             headers=asked(ref, info, Authorization=f"Bearer {USER_TOKEN}")) as response:
             assert response.status == 200
             assert await response.read() == body
+
+
+async def test_members_on_distinct_addresses_serve_each_other(start_bdn: StartBdn, origin: Origin, tmp_path: Path,
+                                                              http: aiohttp.ClientSession) -> None:
+    """A multi-homed node: without leaving from its `self` address, every peer read was a 403 and fell back."""
+    body = os.urandom(6 * MiB + 5)
+    origin.put("m.bin", body)
+    hosts = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
+    ports = [free_port() for _ in hosts]
+    static = [f"http://{host}:{port}" for host, port in zip(hosts, ports, strict=True)]
+    nodes = [await start_bdn({"web": {"type": "http", "base_url": origin.url}}, cache_dir=tmp_path / host,
+                             port=port, host=host, peers={"static": static, "self": f"{host}:{port}", "timeout": "2s"})
+             for host, port in zip(hosts, ports, strict=True)]
+    for node in nodes:
+        async with http.get(f"{node.url}/web/m.bin") as response:
+            assert response.status == 200
+            assert await response.read() == body
+    peer_tiers = [node.app[CACHE_KEY].peers for node in nodes]
+    assert all(tier is not None for tier in peer_tiers)
+    assert sum(tier.errors.total() for tier in peer_tiers if tier) == 0, "no peer read was refused or failed"
+    assert sum(tier.hits.total() for tier in peer_tiers if tier) > 0, "chunks came from their owners"
+    assert len(origin.gets("m.bin")) <= 7 + 1, "each chunk read upstream once for the cluster (and one speculation)"

@@ -100,12 +100,21 @@ class Peers:
         return time.monotonic() >= self._down_until.get(peer, 0.0)
 
     def session(self) -> aiohttp.ClientSession:
-        """The one client session for reads from peers, made on first use."""
+        """The one client session for reads from peers, made on first use, leaving from this node's address."""
         if self._session is None:
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.config.timeout,
                                             sock_read=self.config.timeout)
-            self._session = client_session(timeout)
+            self._session = client_session(timeout, self._source_address())
         return self._session
+
+    def _source_address(self) -> str | None:
+        """`peers.self`'s IP, so reads leave from the address the other members know this node by.
+
+        On a multi-homed node the kernel would pick another source address, which the owner's
+        `/_peer/` check does not know. A host name (not an IP) leaves the choice to the kernel.
+        """
+        host = urlsplit(self.self_url).hostname or ""
+        return str(ip) if (ip := parse_ip(host)) is not None and not ip.is_unspecified else None
 
     async def close(self) -> None:
         if self._session is not None:

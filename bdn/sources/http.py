@@ -130,13 +130,16 @@ async def speculative_get(session: aiohttp.ClientSession, url: str, start: int, 
                        response.close)
 
 
-def client_session(timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
-    """bdn's upstream session: identity encoding, no decompression, its own User-Agent."""
+def client_session(timeout: aiohttp.ClientTimeout, local_address: str | None = None) -> aiohttp.ClientSession:
+    """bdn's upstream session: identity encoding, no decompression, its own User-Agent.
+
+    `local_address`: the IP connections leave from (a multi-homed node's peer address).
+    """
     return aiohttp.ClientSession(
         timeout=timeout,
         auto_decompress=False,
         headers={"User-Agent": f"bdn/{__version__}", "Accept-Encoding": "identity"},
-        connector=aiohttp.TCPConnector(limit=64),
+        connector=aiohttp.TCPConnector(limit=64, local_addr=None if local_address is None else (local_address, 0)),
     )
 
 
