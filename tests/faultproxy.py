@@ -2,8 +2,9 @@
 
 It sits between bdn and an upstream (or a peer). A fault applies to the next `faults`
 connections that reach it (all of them when None), after which bytes pass through untouched:
-- `truncate`, `stall`, `reset`: after `after` bytes of answer, close cleanly, stop forwarding
-  (holding the connection open until the client gives up), or close with a TCP RST;
+- `truncate`, `stall`, `reset`, `trickle`: after `after` bytes of answer, close cleanly, stop
+  forwarding (holding the connection open until the client gives up), close with a TCP RST, or
+  forward one byte every `TRICKLE_GAP` seconds (never long enough apart for a read timeout);
 - `status`: answer the connection's first request with `status` (and `retry_after`) and close;
 - `garbage`: answer random bytes.
 
@@ -25,8 +26,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-Mode = Literal["pass", "truncate", "stall", "reset", "status", "garbage"]
-STALL_LIMIT = 60.0  # seconds a stalled connection is held at most
+Mode = Literal["pass", "truncate", "stall", "reset", "status", "garbage", "trickle"]
+STALL_LIMIT = 60.0  # seconds a stalled (or trickling) connection is held at most
+TRICKLE_GAP = 0.5  # seconds between the bytes of a trickle
 
 
 @dataclass(frozen=True)
@@ -115,10 +117,10 @@ class FaultProxy:
                 forward = asyncio.ensure_future(self._requests(client_reader, upstream_writer, client_writer))
             self._tasks.add(forward)
             forward.add_done_callback(self._tasks.discard)
-            limit = self.after if self.mode in ("truncate", "stall", "reset") else None
+            limit = self.after if self.mode in ("truncate", "stall", "reset", "trickle") else None
             await self._pipe(upstream_reader, client_writer, limit)
             if limit is not None and not upstream_reader.at_eof() and self._take_fault():
-                await self._fault(forward, client_writer)
+                await self._fault(forward, client_writer, upstream_reader)
             else:
                 await self._pipe(upstream_reader, client_writer, None)
             forward.cancel()
@@ -175,13 +177,24 @@ class FaultProxy:
                 return
             await self._pipe(reader, upstream, int(request.headers.get("content-length", "0")))
 
-    async def _fault(self, forward: asyncio.Future[None], writer: asyncio.StreamWriter) -> None:
-        if self.mode == "stall":  # hold on until the client closes (its requests end `forward`)
+    async def _fault(self, forward: asyncio.Future[None], writer: asyncio.StreamWriter,
+                     upstream: asyncio.StreamReader) -> None:
+        if self.mode == "trickle":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._trickle(upstream, writer), STALL_LIMIT)
+        elif self.mode == "stall":  # hold on until the client closes (its requests end `forward`)
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 await asyncio.wait_for(asyncio.shield(forward), STALL_LIMIT)
         elif self.mode == "reset":
             sock = writer.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    @staticmethod
+    async def _trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1):
+            writer.write(data)
+            await writer.drain()
+            await asyncio.sleep(TRICKLE_GAP)
 
     @staticmethod
     async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, limit: int | None) -> None:

@@ -130,11 +130,12 @@ def test_a_joining_node_moves_about_its_share_of_chunks(members: int) -> None:
     assert all(b == "http://10.0.0.99:8080" for a, b in zip(owners(before), owners(after), strict=True) if a != b)
 
 
-@pytest.mark.parametrize("mode", ["garbage", "truncate", "stall", "status"])
+@pytest.mark.parametrize("mode", ["garbage", "truncate", "stall", "status", "trickle"])
 async def test_a_bad_peer_is_detected_skipped_and_the_bytes_are_right(
         start_bdn: StartBdn, origin: Origin, tmp_path: Path, http: aiohttp.ClientSession, mode: Mode) -> None:
     """A reaches its peer B through a fault proxy that spoils every answer: random bytes, a body cut
-    short, a body stalled past `peers.timeout`, or a 503. A's client gets the right bytes in bounded
+    short, a body stalled past `peers.timeout`, a body trickling in a byte per 0.5 s (never a read
+    timeout, but past the transfer's deadline), or a 503. A's client gets the right bytes in bounded
     time, and whatever B did not deliver A read from the upstream itself."""
     chunks = 8
     body = os.urandom(chunks * MiB)

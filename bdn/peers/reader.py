@@ -5,12 +5,15 @@ On a local miss, a fill whose chunk is owned by another node reads it from that 
 its own single flight, so concurrent misses on many nodes become one upstream read. A peer that
 is down, slow past `peers.timeout` or wrong (bad status, other version, short or long body) is
 marked unhealthy, and the bytes still missing come from the upstream: a dead peer costs at most
-one timeout. A request that came from a peer is never forwarded to another one.
+one timeout. A slow one too: a read must be done within `peers.timeout` plus its size at
+`MIN_RATE` (1 MiB/s), however regularly its bytes trickle in. A request that came from a peer
+is never forwarded to another one.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import quote
 
@@ -22,6 +25,7 @@ from bdn.sources import Source
 from bdn.sources.http import counted
 
 log = logging.getLogger("bdn.peers")
+MIN_RATE = 1 << 20  # bytes/s: a peer read must finish within peers.timeout + its size at this rate
 
 
 class PeerRefused(UpstreamError):
@@ -73,8 +77,11 @@ class PeerRead:
                 raise UpstreamError(f"peer answered {response.status} for another version or range")
             if response.headers.get("Content-Range") != f"bytes {start}-{end - 1}/{info.size}":
                 raise UpstreamError("peer sent another range")
+            deadline = time.monotonic() + self._peers.config.timeout + (end - start) / MIN_RATE
             async for piece in counted(response.content.iter_chunked(256 * 1024), end - start):
                 yield piece
+                if time.monotonic() > deadline:  # a trickle that beats the read timeout still ends here
+                    raise UpstreamError(f"peer sent under {MIN_RATE // 1024} KiB/s")
 
     async def close(self) -> None:
         return None
