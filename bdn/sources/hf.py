@@ -32,12 +32,11 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx2
-from huggingface_hub import HfApi, get_session, hf_hub_url, set_client_factory
+from huggingface_hub import HfApi, get_session, hf_hub_url
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.file_download import get_hf_file_metadata
 from huggingface_hub.hf_api import RepoFile, RepoFolder
-from huggingface_hub.utils._http import default_client_factory  # the library's own client, hooks and all
-from huggingface_hub.utils._validators import validate_repo_id
+from huggingface_hub.utils import validate_repo_id  # type: ignore[attr-defined]  # public: in its __all__, lazily loaded
 
 from bdn.bounded import BoundedDict
 from bdn.config import ConfigError, HfSourceConfig, UpstreamConfig
@@ -135,17 +134,16 @@ def _stay_on_the_hub(request: httpx2.Request) -> None:
         raise OffTheHub(shown(str(request.url)))
 
 
-def _guarded_client() -> httpx2.Client:
-    client: httpx2.Client = default_client_factory()
-    client.event_hooks["request"].append(_stay_on_the_hub)
-    return client
-
-
 def guard_hub_client() -> None:
-    """Give huggingface_hub's shared client the hook, again if anyone replaced its client factory since."""
+    """Give huggingface_hub's shared client the hook, again if the library made itself a new client since.
+
+    The hook goes onto the client `get_session()` returns (public API), not into a factory of our
+    own built on the library's private default one; bdn calls this before each of its Hub calls.
+    """
     with _GUARD_LOCK:
-        if _stay_on_the_hub not in get_session().event_hooks["request"]:
-            set_client_factory(_guarded_client)
+        hooks = get_session().event_hooks["request"]
+        if _stay_on_the_hub not in hooks:
+            hooks.append(_stay_on_the_hub)
 
 
 def hub_error(exc: Exception, what: str) -> Exception:
