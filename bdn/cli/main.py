@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import os
 import sys
 
@@ -35,7 +34,7 @@ def load_config(path: str | None, listen: str | None) -> Config:
     config = load(path or os.environ.get("BDN_CONFIG") or None)
     if listen is not None:
         host, port = parse_listen("--listen", listen)
-        config = dataclasses.replace(config, listen_host=host, listen_port=port)
+        config = config.model_copy(update={"listen_host": host, "listen_port": port})
     return config
 
 
