@@ -1,10 +1,16 @@
-"""Process lifecycle: bind the listener, serve until SIGTERM/SIGINT, drain transfers in flight, close cleanly."""
+"""Process lifecycle: bind the listener, serve until SIGTERM/SIGINT, drain transfers in flight, close cleanly.
+
+What the environment refuses at start (the port is taken, `cache.dir` cannot be made or
+written) is a `StartupError` naming the setting and the cause, never a traceback.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import socket
+import sqlite3
 
 from aiohttp import web
 
@@ -13,14 +19,47 @@ from bdn.config import Config
 from bdn.ops.drain import DRAIN_KEY
 
 log = logging.getLogger("bdn.server")
+BACKLOG = 1024
+
+
+class StartupError(Exception):
+    """The environment will not let bdn start as configured; the message names the setting and the cause."""
+
+
+def listener(host: str, port: int) -> socket.socket:
+    """The listening socket for `listen`: `[::]` (or any IPv6 address) also accepts IPv4 (IPV6_V6ONLY off)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise StartupError(f"listen: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"listen: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
 
 
 async def serve(config: Config) -> None:
     """Run the daemon until a stop signal arrives."""
+    sock = listener(config.listen_host, config.listen_port)
     app = make_app(config)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+    try:
+        await runner.setup()
+    except (OSError, sqlite3.Error) as exc:  # the disk tier opens here: no rights, read-only, not a directory
+        sock.close()
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+        raise StartupError(f"cache.dir: cannot use {config.cache.dir}: {cause}{where}") from None
+    site = web.SockSite(runner, sock)
     await site.start()
     log.info("bdn listening on %s (cache dir %s, sources: %s)", site.name, config.cache.dir,
              ", ".join(sorted(config.sources)) or "none")

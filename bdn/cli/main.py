@@ -1,7 +1,8 @@
 """Command line: `bdn serve [--config FILE] [--listen HOST:PORT]` (also `python -m bdn serve`).
 
 The config file comes from `--config`, else `$BDN_CONFIG`, else the embedded defaults. A bad
-config stops start-up with one line naming the key, and exit status 2.
+config stops start-up with one line naming the key, and exit status 2; what the environment
+refuses (the port is taken, `cache.dir` is unusable) is one line naming the setting, and status 3.
 """
 
 from __future__ import annotations
@@ -61,5 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bdn: config error: {exc}", file=sys.stderr)
         return 2
     requestlog.configure(config.log_level)
-    _run(config)
+    from bdn.server import StartupError
+
+    try:
+        _run(config)
+    except StartupError as exc:
+        print(f"bdn: {exc}", file=sys.stderr)
+        return 3
     return 0
