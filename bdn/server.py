@@ -28,20 +28,19 @@ class StartupError(Exception):
 
 def listener(host: str, port: int) -> socket.socket:
     """The listening socket for `listen`: `[::]` (or any IPv6 address) also accepts IPv4 (IPV6_V6ONLY off)."""
+    sock: socket.socket | None = None
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                              flags=socket.AI_PASSIVE)[0]
         sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise StartupError(f"listen: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(address)
         sock.listen(BACKLOG)
     except OSError as exc:
-        sock.close()
+        if sock is not None:
+            sock.close()
         raise StartupError(f"listen: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.setblocking(False)
     return sock

@@ -91,8 +91,7 @@ async def _span(cache: ObjectCache, version: Version, start: int, end: int,
     indices = version.chunk_indices(start, end, cache.chunk_bytes)
     for position, index in enumerate(indices):
         cache.prefetch(version, indices[position:position + read_ahead])
-        base = index * cache.chunk_bytes
-        low, high = max(start, base) - base, min(end, base + cache.chunk_bytes) - base
+        low, high = _chunk_part(cache, index, start, end)
         if _sent_from_ram(cache, version, index, high - low):
             part = RamPart(_ram_view(cache, chunk_name(version.id, index)), low, high, low)
             yield part
@@ -185,7 +184,7 @@ def tier_of(cache: ObjectCache, version: Version, start: int, end: int) -> Tier:
     if not version.info.pinnable:
         return "bypass"
     indices = version.chunk_indices(start, end, cache.chunk_bytes)
-    if indices and all(_sent_from_ram(cache, version, index, _part_length(cache, index, start, end))
+    if indices and all(_sent_from_ram(cache, version, index, _length(_chunk_part(cache, index, start, end)))
                        for index in indices):
         return "ram"
     if cache.complete(version, start, end) and not (version.fetched and not cache.stored(version, start, end)):
@@ -193,6 +192,11 @@ def tier_of(cache: ObjectCache, version: Version, start: int, end: int) -> Tier:
     return "peer" if cache.from_peers(version, start, end) else "upstream"
 
 
-def _part_length(cache: ObjectCache, index: int, start: int, end: int) -> int:
+def _chunk_part(cache: ObjectCache, index: int, start: int, end: int) -> tuple[int, int]:
+    """The offsets [low, high) within chunk `index` of the bytes [start, end) of the object it holds."""
     base = index * cache.chunk_bytes
-    return min(end, base + cache.chunk_bytes) - max(start, base)
+    return max(start, base) - base, min(end, base + cache.chunk_bytes) - base
+
+
+def _length(part: tuple[int, int]) -> int:
+    return part[1] - part[0]

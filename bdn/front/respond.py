@@ -116,9 +116,9 @@ async def respond(request: web.Request, version: Version, extra_headers: dict[st
     whole object with 200: a client checks them against the body (PROTOCOLS.md 2.4, 3.6).
     """
     cache = request.app[CACHE_KEY]
-    if not version.from_peer:
-        source = request.app[CONFIG_KEY].sources[version.ref.source]
-        version = dataclasses.replace(version, credential=credential_for_peers(request, source))
+    if not version.from_peer and (
+            credential := credential_for_peers(request, request.app[CONFIG_KEY].sources[version.ref.source])):
+        version = dataclasses.replace(version, credential=credential)  # only where a peer must check it
     not_modified = _check_preconditions(request, version)
     if not_modified is not None:
         return not_modified
